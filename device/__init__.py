@@ -1,0 +1,1 @@
+"""Linli device layer: drivers for every peripheral, device configuration and shared errors."""

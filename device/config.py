@@ -1,0 +1,108 @@
+"""The typed device configuration (TOML), read once at start and validated (CONVENTIONS: Klipper).
+
+Unknown or misspelled keys and out-of-range values are errors whose message names the key, e.g.
+``idcard.poll_interval_ms: must be >= 300``. Backends are chosen here, never by platform checks: a
+serial device is ``backend = "serial"`` whether its port is a real UART or a simulator's pty.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from device.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceSection(_Section):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    kind: Literal["kiosk", "locker"]
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class IdCardSection(_Section):
+    """ID-card reader (SAM, HARDWARE.md section 1)."""
+
+    backend: Literal["serial", "none"] = "serial"
+    port: str = "/dev/linli-idcard"
+    baudrate: Annotated[int, Field(ge=9600, le=921600)] = 115200
+    # One exchange at 115200 baud carries at most ~2.3 kB; 2 s is generous and still bounded.
+    timeout_s: Annotated[float, Field(gt=0, le=10)] = 2.0
+    # Readers do not cope with being polled faster than every ~300 ms (HARDWARE.md).
+    poll_interval_ms: Annotated[int, Field(ge=300, le=10_000)] = 300
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    read_fingerprint: bool = False
+
+
+class PcscSection(_Section):
+    """PC/SC contact/contactless reader through pcscd (community / social-security card)."""
+
+    backend: Literal["pcsc", "none"] = "pcsc"
+    # Substring of the PC/SC reader name; empty picks the first reader.
+    reader: str = ""
+    # AID of the community card application (docs/pcsc-card-profile.md), hex.
+    aid: Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2}){5,16}$")] = "F04C494E4C4901"
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class ScannerSection(_Section):
+    """QR scanner: a serial module (GM65 family) or a camera."""
+
+    backend: Literal["serial", "camera", "none"] = "serial"
+    port: str = "/dev/linli-scanner"
+    baudrate: Annotated[int, Field(ge=1200, le=115200)] = 9600
+    # Camera source: a V4L2 index ("0"), a device path, a file or a stream URL understood by OpenCV.
+    camera_source: str = "0"
+    camera_width: Annotated[int, Field(ge=160, le=3840)] = 640
+    camera_height: Annotated[int, Field(ge=120, le=2160)] = 480
+    max_fps: Annotated[float, Field(gt=0, le=60)] = 10.0
+    # The same code held in front of the camera is reported once per this many seconds.
+    dedupe_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    max_length: Annotated[int, Field(ge=16, le=4096)] = 1024
+    reconnect_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class DeviceConfig(_Section):
+    device: DeviceSection
+    idcard: IdCardSection = IdCardSection()
+    pcsc: PcscSection = PcscSection()
+    scanner: ScannerSection = ScannerSection()
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (misspelled?)"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    given = error.get("input")
+    return f"{key}: {error['msg']} (got {given!r})"
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> DeviceConfig:
+    """Validate a parsed TOML document; raise :class:`ConfigError` naming every bad key."""
+    try:
+        return DeviceConfig.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(_describe(e) for e in err.errors())
+        raise ConfigError(f"{source}: invalid configuration: {problems}") from err
+
+
+def load_config(path: str | Path) -> DeviceConfig:
+    """Read and validate a device configuration file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: configuration file not found") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return parse_config(data, str(path))

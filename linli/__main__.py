@@ -1,0 +1,5 @@
+"""Allow ``python -m linli``."""
+
+from linli.cli import main
+
+main()

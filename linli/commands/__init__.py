@@ -1,0 +1,1 @@
+"""Subcommands of the ``linli`` tool, one module per area."""

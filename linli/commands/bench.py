@@ -1,0 +1,50 @@
+"""`linli bench NAME --json`: the benchmarks that produce every figure the issues ask for."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+
+def emit(results: list[dict[str, Any]], as_json: bool) -> None:
+    """Print measurements as a JSON list, or as a readable table."""
+    if as_json:
+        click.echo(json.dumps(results, ensure_ascii=False, indent=2))
+        return
+    for r in results:
+        if "value" in r:
+            figure = f"{r['value']:.4g} {r['unit']}"
+        else:
+            figure = f"p50 {r['p50']:.4g} {r['unit']}, p95 {r['p95']:.4g} {r['unit']}"
+        ref = f", reference {r['reference']:.4g} (ratio {r['ratio']:.3g})" if "reference" in r else ""
+        click.echo(f"{r['name']}: {figure} over n={r['n']}{ref}")
+
+
+@click.group()
+def bench() -> None:
+    """Run a benchmark and print its measurements (p50/p95 or a value, with references)."""
+
+
+@bench.command("idcard")
+@click.option("--reads", "n", default=50, show_default=True, help="Number of card reads to time.")
+@click.option("--baudrate", default=115200, show_default=True, help="Simulated line rate.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
+def bench_idcard(n: int, baudrate: int, as_json: bool) -> None:
+    """Card placed on the simulated reader (pty, real driver) -> identity parsed, vs wire time."""
+    from linli.bench import idcard as idcard_bench
+
+    emit(idcard_bench.run(n=n, baudrate=baudrate), as_json)
+
+
+@bench.command("camera")
+@click.option("--codes", "n_codes", default=500, show_default=True, help="Distorted codes to decode.")
+@click.option("--frames", "n_frames", default=200, show_default=True, help="Frames for the fps run.")
+@click.option("--seed", default=20261123, show_default=True, help="Seed of the generated set.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
+def bench_camera(n_codes: int, n_frames: int, seed: int, as_json: bool) -> None:
+    """Camera scanner: frames/s at 640x480 and decode success rate on generated distorted codes."""
+    from linli.bench import camera as camera_bench
+
+    emit(camera_bench.run(n_codes=n_codes, n_frames=n_frames, seed=seed), as_json)

@@ -1,0 +1,1 @@
+"""locker: filled in by later issues (see DESIGN.md section 2)."""

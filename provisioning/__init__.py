@@ -1,0 +1,1 @@
+"""provisioning: filled in by later issues (see DESIGN.md section 2)."""
