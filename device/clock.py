@@ -1,4 +1,7 @@
-"""Injected time (house rule 6): code that waits or times out asks a clock, so tests can move time."""
+"""Injected time (house rule 6): code that waits or times out asks a clock.
+
+Tests move a :class:`FakeClock` instead of sleeping.
+"""
 
 from __future__ import annotations
 

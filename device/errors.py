@@ -1,4 +1,4 @@
-"""The root of every error Linli raises, so callers can catch one family and still see builtin kinds.
+"""The root of every error Linli raises: one family to catch, builtin kinds still visible.
 
 Each class also inherits the builtin exception it refines (house rule 2), so code that only knows
 ``ValueError`` or ``OSError`` keeps working.

@@ -1,7 +1,8 @@
 """Masking of personal data before it reaches a log line (DESIGN.md section 4, house rule 3).
 
-Callers mask explicitly with :func:`mask_id_number` / :func:`mask_name`; :class:`RedactingFilter` is a
-second line of defence that scrubs anything shaped like an ID number from every log record.
+Callers mask explicitly with :func:`mask_id_number` / :func:`mask_name`;
+:class:`RedactingFilter` is a second line of defence that scrubs anything shaped like an ID
+number from every log record.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""A serial emulator's half of a pseudo-terminal, so the real pyserial driver runs unchanged against it.
+"""A serial emulator's half of a pseudo-terminal: the real pyserial driver runs unchanged on it.
 
-The emulator owns the pty master; the driver opens the slave path (or a stable symlink to it) exactly as
-it would open ``/dev/ttyUSB0``. A pty has no baud rate, so replies are paced here at the configured rate
-(10 bits per byte for 8N1) to keep the wire time of the real device. Every byte in both directions is
-kept in a transcript usable as a golden file.
+The emulator owns the pty master; the driver opens the slave path (or a stable symlink to it)
+exactly as it would open ``/dev/ttyUSB0``. A pty has no baud rate, so replies are paced here at the
+configured rate (10 bits per byte for 8N1) to keep the wire time of the real device. Every byte in
+both directions is kept in a transcript usable as a golden file.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def wire_time(n_bytes: int, baudrate: int) -> float:
 class SerialEmulator:
     """Base of the pty-backed emulators: a reader thread hands host bytes to :meth:`on_bytes`.
 
-    Subclasses implement :meth:`on_bytes` and answer with :meth:`send`. ``link`` gives the pty a stable
-    name (like a udev rule would); :meth:`unplug` and :meth:`plug` make the port disappear and come back.
+    Subclasses implement :meth:`on_bytes` and answer with :meth:`send`. ``link`` gives the pty a
+    stable name (like a udev rule would); :meth:`unplug` and :meth:`plug` make the port disappear
+    and come back.
     """
 
     def __init__(self, baudrate: int, link: str | Path | None = None, pace: bool = True) -> None:

@@ -1,8 +1,8 @@
 """Benchmarks behind ``linli bench NAME --json`` and the measurement record they print.
 
-Every figure an issue asks for comes from here: a list of measurements, each with ``name``, ``unit``,
-``n`` and ``p50``/``p95`` (or ``value``), plus ``reference`` and ``ratio`` when the figure is compared
-with a reference measured in the same run.
+Every figure an issue asks for comes from here: a list of measurements, each with ``name``,
+``unit``, ``n`` and ``p50``/``p95`` (or ``value``), plus ``reference`` and ``ratio`` when the
+figure is compared with a reference measured in the same run.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ def emit(results: list[dict[str, Any]], as_json: bool) -> None:
             figure = f"{r['value']:.4g} {r['unit']}"
         else:
             figure = f"p50 {r['p50']:.4g} {r['unit']}, p95 {r['p95']:.4g} {r['unit']}"
-        ref = f", reference {r['reference']:.4g} (ratio {r['ratio']:.3g})" if "reference" in r else ""
+        ref = ""
+        if "reference" in r:
+            ref = f", reference {r['reference']:.4g} (ratio {r['ratio']:.3g})"
         click.echo(f"{r['name']}: {figure} over n={r['n']}{ref}")
 
 
@@ -39,8 +41,8 @@ def bench_idcard(n: int, baudrate: int, as_json: bool) -> None:
 
 
 @bench.command("camera")
-@click.option("--codes", "n_codes", default=500, show_default=True, help="Distorted codes to decode.")
-@click.option("--frames", "n_frames", default=200, show_default=True, help="Frames for the fps run.")
+@click.option("--codes", "n_codes", default=500, show_default=True, help="Distorted codes.")
+@click.option("--frames", "n_frames", default=200, show_default=True, help="Frames timed.")
 @click.option("--seed", default=20261123, show_default=True, help="Seed of the generated set.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
 def bench_camera(n_codes: int, n_frames: int, seed: int, as_json: bool) -> None:
