@@ -1,4 +1,4 @@
-"""The ``linli`` console script: one entry point whose subcommands each area of the project extends."""
+"""The ``linli`` console script: one entry point; each area of the project adds subcommands."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 
 from device.errors import LinliError
 from device.privacy import install_redaction
-from linli.commands import bench, idcard, pcsc, scan, sim
+from linli.commands import bench, idcard, pcsc, scan, sim, watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,12 +27,14 @@ cli.add_command(pcsc.card)
 cli.add_command(scan.scan)
 cli.add_command(sim.sim)
 cli.add_command(bench.bench)
+cli.add_command(watch.watch)
 
 
 def main() -> None:
     """Run the CLI; a Linli error becomes a one-line message and exit status 1."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s status instead of exiting.
+        status = cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -44,3 +46,4 @@ def main() -> None:
     except LinliError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
