@@ -15,22 +15,13 @@ import select
 import threading
 import time
 import tty
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+from hardware_sim.transcript import Transcript, TranscriptEntry
 
 log = logging.getLogger(__name__)
 
 BITS_PER_BYTE_8N1 = 10
-
-
-@dataclass(frozen=True)
-class TranscriptEntry:
-    """One chunk on the wire: ``rx`` is host -> emulator, ``tx`` emulator -> host."""
-
-    at: float
-    direction: Literal["rx", "tx"]
-    data: bytes
 
 
 def wire_time(n_bytes: int, baudrate: int) -> float:
@@ -50,15 +41,13 @@ class SerialEmulator:
         self.baudrate = baudrate
         self.pace = pace
         self.link = Path(link) if link is not None else None
-        self._transcript: list[TranscriptEntry] = []
-        self._lock = threading.Lock()
+        self._transcript = Transcript(coalesce=True)
         self._write_lock = threading.Lock()
         self._master = -1
         self._slave = -1
         self._slave_name = ""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._t0 = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
@@ -132,7 +121,7 @@ class SerialEmulator:
         if not data:
             return
         rate = baudrate or self.baudrate
-        self._record("tx", data)
+        self._transcript.record("tx", data)
         start = time.monotonic()
         sent = 0
         chunk = 64
@@ -153,31 +142,14 @@ class SerialEmulator:
 
     @property
     def transcript(self) -> list[TranscriptEntry]:
-        with self._lock:
-            return list(self._transcript)
+        return self._transcript.entries
 
     def clear_transcript(self) -> None:
-        with self._lock:
-            self._transcript.clear()
+        self._transcript.clear()
 
     def transcript_text(self) -> str:
         """The transcript as a golden file: ``> HEX`` host to device, ``< HEX`` device to host."""
-        lines = []
-        for entry in self.transcript:
-            arrow = ">" if entry.direction == "rx" else "<"
-            lines.append(f"{arrow} {entry.data.hex(' ').upper()}")
-        return "\n".join(lines) + ("\n" if lines else "")
-
-    def _record(self, direction: Literal["rx", "tx"], data: bytes) -> None:
-        with self._lock:
-            last = self._transcript[-1] if self._transcript else None
-            if last is not None and last.direction == direction:
-                # Coalesce: the pty splits writes arbitrarily, a transcript should not.
-                self._transcript[-1] = TranscriptEntry(last.at, direction, last.data + data)
-            else:
-                self._transcript.append(
-                    TranscriptEntry(time.monotonic() - self._t0, direction, data)
-                )
+        return self._transcript.text()
 
     def _serve(self) -> None:
         master = self._master
@@ -194,7 +166,7 @@ class SerialEmulator:
                 return
             if not data:
                 continue
-            self._record("rx", data)
+            self._transcript.record("rx", data)
             try:
                 self.on_bytes(data)
             except Exception:  # an emulator bug must not kill the port silently

@@ -27,6 +27,7 @@ from device.pcsc.profile import (
     encode_record,
     encode_tlv,
 )
+from hardware_sim.transcript import Transcript, TranscriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,6 @@ class Fault:
     sw: int = 0x6F00
     delay_s: float = 0.0
     times: int = 1
-
-
-@dataclass(frozen=True)
-class TranscriptEntry:
-    """One APDU on the virtual wire: ``c-apdu`` from the reader, ``r-apdu`` from the card."""
-
-    at: float
-    direction: Literal["c-apdu", "r-apdu"]
-    data: bytes
 
 
 def _sw(value: int) -> bytes:
@@ -186,7 +178,7 @@ class VirtualCard:
         self.host, self.port, self.atr, self.reconnect_s = host, port, atr, reconnect_s
         self.applet = applet or CardApplet(record=record)
         self._faults: list[Fault] = []
-        self._transcript: list[TranscriptEntry] = []
+        self._transcript = Transcript()
         self._lock = threading.Lock()
         self._want_inserted = False
         self._connected = threading.Event()
@@ -195,7 +187,6 @@ class VirtualCard:
         self._powered = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> VirtualCard:
@@ -284,17 +275,15 @@ class VirtualCard:
 
     @property
     def transcript(self) -> list[TranscriptEntry]:
-        with self._lock:
-            return list(self._transcript)
+        """APDUs exchanged: ``rx`` C-APDUs from the reader, ``tx`` R-APDUs from the card."""
+        return self._transcript.entries
 
     def clear_transcript(self) -> None:
-        with self._lock:
-            self._transcript.clear()
+        self._transcript.clear()
 
     def transcript_text(self) -> str:
         """Golden format: ``> 00 A4 ...`` for C-APDUs, ``< 90 00`` for R-APDUs, one per line."""
-        marks = {"c-apdu": ">", "r-apdu": "<"}
-        return "".join(f"{marks[e.direction]} {e.data.hex(' ').upper()}\n" for e in self.transcript)
+        return self._transcript.text()
 
     # -- internals -------------------------------------------------------------------------------
     def _arm(self, fault: Fault) -> None:
@@ -310,10 +299,6 @@ class VirtualCard:
                         self._faults.remove(fault)
                     return fault
         return None
-
-    def _record(self, direction: Literal["c-apdu", "r-apdu"], data: bytes) -> None:
-        with self._lock:
-            self._transcript.append(TranscriptEntry(time.monotonic() - self._t0, direction, data))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -386,7 +371,7 @@ class VirtualCard:
                 with self._lock:
                     self.applet.reset()
             return None
-        self._record("c-apdu", payload)
+        self._transcript.record("rx", payload)
         fault = self._take_fault(payload[1]) if len(payload) > 1 else None
         if fault is not None and fault.action == "remove":
             log.info("virtual card pulled during INS %02X", payload[1])
@@ -399,5 +384,5 @@ class VirtualCard:
         else:
             with self._lock:
                 answer = self.applet.process(payload)
-        self._record("r-apdu", answer)
+        self._transcript.record("tx", answer)
         return answer
