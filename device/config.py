@@ -24,6 +24,8 @@ class DeviceSection(_Section):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     kind: Literal["kiosk", "locker"]
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where the device keeps its state: print spools, and (later) the store.
+    data_dir: str = "/var/lib/linli"
 
 
 class IdCardSection(_Section):
@@ -68,11 +70,53 @@ class ScannerSection(_Section):
     reconnect_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
 
+class A4PrinterSection(_Section):
+    """A4 printer through a CUPS queue (HARDWARE.md section 4)."""
+
+    backend: Literal["cups", "none"] = "cups"
+    queue: Annotated[str, Field(min_length=1, max_length=127, pattern=r"^[^/#\s]+$")] = "linli-a4"
+    # Cheap printers do not report paper-out; a job not done in this time is reported as stuck.
+    job_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    poll_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.5
+
+
+class ReceiptPrinterSection(_Section):
+    """ESC/POS receipt printer (HARDWARE.md section 3), over python-escpos's transports."""
+
+    backend: Literal["serial", "network", "usb", "none"] = "serial"
+    port: str = "/dev/linli-receipt"
+    baudrate: Annotated[int, Field(ge=1200, le=921600)] = 9600
+    host: str = "127.0.0.1"
+    tcp_port: Annotated[int, Field(ge=1, le=65535)] = 9100
+    usb_vendor_id: Annotated[int, Field(ge=0, le=0xFFFF)] = 0x0416
+    usb_product_id: Annotated[int, Field(ge=0, le=0xFFFF)] = 0x5011
+    # python-escpos capability profile (e.g. "default", "TM-T88V").
+    profile: str = "default"
+    paper_width_mm: Literal[58, 80] = 80
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class CertificateSection(_Section):
+    """Certificates the kiosk prints: who issues them and how they are signed."""
+
+    community: Annotated[str, Field(min_length=1, max_length=64)] = "示例社区居民委员会"
+    # Extra template files (TOML); the built-in templates are always available.
+    templates_dir: str = ""
+    # Ed25519 private key (PEM) that signs the verification QR; key id defaults to the device id.
+    signing_key: str = "/etc/linli/keys/device-ed25519.pem"
+    key_id: str = ""
+    # CJK TrueType font; empty asks fontconfig (fc-match) for one.
+    font: str = ""
+
+
 class DeviceConfig(_Section):
     device: DeviceSection
     idcard: IdCardSection = IdCardSection()
     pcsc: PcscSection = PcscSection()
     scanner: ScannerSection = ScannerSection()
+    a4printer: A4PrinterSection = A4PrinterSection()
+    receipt: ReceiptPrinterSection = ReceiptPrinterSection()
+    certificate: CertificateSection = CertificateSection()
 
 
 def _describe(error: Any) -> str:
