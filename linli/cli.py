@@ -9,7 +9,8 @@ import click
 
 from device.errors import LinliError
 from device.privacy import install_redaction
-from linli.commands import bench, idcard, pcsc, scan, sim, watch
+from linli.commands import a4, bench, certificate, idcard, pcsc, scan, sim, watch
+from linli.commands import escpos as escpos_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,9 @@ cli.add_command(scan.scan)
 cli.add_command(sim.sim)
 cli.add_command(bench.bench)
 cli.add_command(watch.watch)
+cli.add_command(a4.a4)
+cli.add_command(escpos_commands.escpos)
+cli.add_command(certificate.certificate)
 
 
 def main() -> None:

@@ -120,6 +120,39 @@ class Identity:
             "id_number_problems": list(self.id_number_problems),
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Identity:
+        """The inverse of :meth:`to_json` (the photo, given there as a length only, becomes b"").
+
+        Raises ValueError naming the first missing or malformed key (never its value).
+        """
+        if not isinstance(data, dict):
+            raise ValueError("identity JSON must be an object")
+
+        def text(key: str) -> str:
+            value = data.get(key)
+            if not isinstance(value, str):
+                raise ValueError(f"identity JSON: {key!r} must be a string")
+            return value
+
+        def date(key: str) -> dt.date:
+            try:
+                return dt.date.fromisoformat(text(key))
+            except ValueError:
+                raise ValueError(f"identity JSON: {key!r} must be a date like 1949-12-31") from None
+
+        return cls(
+            name=text("name"),
+            gender=text("gender"),
+            nation=text("nation"),
+            birth=date("birth"),
+            address=text("address"),
+            id_number=text("id_number"),
+            issuer=text("issuer"),
+            valid_from=date("valid_from"),
+            valid_to=None if data.get("valid_to") == LONG_TERM else date("valid_to"),
+        )
+
     def masked(self) -> str:
         """A description safe for a log line: masked name and ID number, nothing else personal."""
         return f"{mask_name(self.name)} {mask_id_number(self.id_number)}"

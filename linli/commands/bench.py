@@ -50,3 +50,13 @@ def bench_camera(n_codes: int, n_frames: int, seed: int, as_json: bool) -> None:
     from linli.bench import camera as camera_bench
 
     emit(camera_bench.run(n_codes=n_codes, n_frames=n_frames, seed=seed), as_json)
+
+
+@bench.command("print")
+@click.option("--runs", default=50, show_default=True, help="Certificates to render and preview.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
+def bench_print(runs: int, as_json: bool) -> None:
+    """Residence certificate: PDF render time and PNG preview time (p50/p95)."""
+    from linli.bench import print as print_bench
+
+    emit(print_bench.run(runs), as_json)
