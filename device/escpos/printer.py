@@ -5,7 +5,8 @@ Sequence per receipt: spool it; open the link; ``DLE EOT 1, 2, 4`` (and 3 on err
 whole receipt; ask ``DLE EOT 1`` again. That last answer can only come after the printer has taken
 every byte before it (the link is in order), so it doubles as the receipt's acknowledgement; only
 then is the spool file removed. A printer that vanishes mid-receipt therefore keeps the receipt in
-the spool and it is printed again *whole* later (the partial copy is not resumed).
+the spool and it is printed again *whole* later (the partial copy is not resumed). Spool files are
+sealed with the device key; one that does not decrypt is quarantined and skipped, never printed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from device.atrest import AtRestError, DeviceKey
 from device.clock import SYSTEM_CLOCK, Clock
 from device.config import ReceiptPrinterSection
 from device.errors import DeviceClosedError, ProtocolError
@@ -41,6 +43,8 @@ class PrintResult:
 
     printed: list[Path] = field(default_factory=list)
     warnings: list[PaperNearEndWarning] = field(default_factory=list)
+    quarantined: list[Path] = field(default_factory=list)
+    """Spool files skipped because they did not decrypt (moved to ``quarantine/``)."""
 
 
 def _open_escpos(config: ReceiptPrinterSection) -> Any:
@@ -78,13 +82,18 @@ def _where(config: ReceiptPrinterSection) -> str:
 
 
 class ReceiptPrinter:
-    """Prints :class:`Receipt` objects; every receipt goes through the spool first."""
+    """Prints :class:`Receipt` objects; every receipt goes through the (sealed) spool first."""
 
     def __init__(
-        self, config: ReceiptPrinterSection, spool_dir: Path, clock: Clock = SYSTEM_CLOCK
+        self,
+        config: ReceiptPrinterSection,
+        spool_dir: Path,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        key: DeviceKey,
     ) -> None:
         self.config = config
-        self.spool = ReceiptSpool(spool_dir, clock)
+        self.spool = ReceiptSpool(spool_dir, clock, key=key)
         self._clock = clock
         self._closed = False
 
@@ -128,15 +137,20 @@ class ReceiptPrinter:
         p = _open_escpos(self.config)
         try:
             for job in jobs:
+                try:
+                    data = self.spool.read(job)
+                except AtRestError:
+                    result.quarantined.append(job)  # logged by the spool; never print garbage
+                    continue
                 result.warnings = st.warnings_of(self._ready(p))
-                self._send(p, job.read_bytes())
+                self._send(p, data)
                 self._acknowledged(p)
                 self.spool.done(job)
                 result.printed.append(job)
                 log.info(
                     "receipt %s printed (%d still spooled)",
                     job.name,
-                    len(jobs) - len(result.printed),
+                    len(jobs) - len(result.printed) - len(result.quarantined),
                 )
         finally:
             self._close_quietly(p)

@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from device.a4 import A4Printer, A4PrinterError
+from device.atrest import DeviceKey, KeyFileError
 from device.config import A4PrinterSection, load_config
+from device.errors import ProtocolError
 
 config_option = click.option(
     "--config",
@@ -30,8 +32,12 @@ def _printer(
     data_dir = Path(loaded.device.data_dir if loaded else "/var/lib/linli")
     overrides: dict[str, Any] = {"queue": queue, "job_timeout_s": timeout}
     values = {**section.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        key = DeviceKey.for_data_dir(data_dir)
+    except KeyFileError as err:
+        raise click.ClickException(str(err)) from err
     return A4Printer(
-        A4PrinterSection.model_validate(values), data_dir / "spool" / "a4", server=server
+        A4PrinterSection.model_validate(values), data_dir / "spool" / "a4", server=server, key=key
     )
 
 
@@ -48,7 +54,11 @@ def a4() -> None:
 @a4.command("print")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @queue_option
-@click.option("--title", help="Job title shown by CUPS (default: the file name).")
+@click.option(
+    "--title",
+    help="Title kept (sealed) with the job and shown by `linli a4 pending` (default: the file "
+    "name); CUPS only sees linli-<key prefix>.",
+)
 @click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds before a job is stuck.")
 @server_option
 @config_option
@@ -141,6 +151,10 @@ def a4_retry(  # noqa: PLR0917  # one parameter per click option
                 printer.retry(one)
             except KeyError as err:
                 raise click.ClickException(f"no kept job {one!r} (see `linli a4 pending`)") from err
+            except ProtocolError as err:
+                raise click.ClickException(
+                    f"kept job {one!r} cannot be read ({err}); moved to spool/a4/quarantine/"
+                ) from err
             except A4PrinterError as err:
                 raise _fail(err) from err
             click.echo(json.dumps({"printed": one}))

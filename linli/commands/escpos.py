@@ -112,6 +112,7 @@ def status(host: str | None, port: int, serial_port: str | None, baudrate: int,
 
     Exit status 1 when the printer cannot print (paper out, cover open, offline, unreachable).
     """
+    from device.atrest import DeviceKey
     from device.config import ReceiptPrinterSection
     from device.escpos.printer import ReceiptPrinter
     from device.escpos.status import problem
@@ -124,7 +125,11 @@ def status(host: str | None, port: int, serial_port: str | None, baudrate: int,
     else:
         section = ReceiptPrinterSection(backend="serial", port=str(serial_port),
                                         baudrate=baudrate, timeout_s=timeout)  # fmt: skip
-    with tempfile.TemporaryDirectory() as spool, ReceiptPrinter(section, Path(spool)) as printer:
+    # Only a status query: a throwaway spool, sealed with a throwaway key.
+    with (
+        tempfile.TemporaryDirectory() as spool,
+        ReceiptPrinter(section, Path(spool), key=DeviceKey.generate()) as printer,
+    ):
         report = printer.status()
     click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     if problem(report) is not None:

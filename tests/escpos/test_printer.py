@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pyzbar.pyzbar import decode
 
+from device.atrest import DeviceKey
 from device.clock import FakeClock
 from device.config import ReceiptPrinterSection
 from device.errors import DeviceClosedError
@@ -43,13 +44,15 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     if request.param == "network":
         with EscposTcpPrinter(port=0) as tcp:
             section = ReceiptPrinterSection(backend="network", tcp_port=tcp.port, timeout_s=2)
-            yield Rig(tcp, ReceiptPrinter(section, spool, FakeClock()))
+            yield Rig(tcp, ReceiptPrinter(section, spool, FakeClock(), key=DeviceKey.generate()))
     else:
         with EscposPtyPrinter(link=tmp_path / "receipt-tty") as pty:
             section = ReceiptPrinterSection(
                 backend="serial", port=str(tmp_path / "receipt-tty"), timeout_s=2
             )
-            rig = Rig(pty.model, ReceiptPrinter(section, spool, FakeClock()))
+            rig = Rig(
+                pty.model, ReceiptPrinter(section, spool, FakeClock(), key=DeviceKey.generate())
+            )
             rig.pty = pty  # type: ignore[attr-defined]
             yield rig
 
@@ -144,7 +147,7 @@ def test_absent_network_printer_keeps_the_receipt(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     section = ReceiptPrinterSection(backend="network", tcp_port=port, timeout_s=1)
-    printer = ReceiptPrinter(section, tmp_path / "spool", FakeClock())
+    printer = ReceiptPrinter(section, tmp_path / "spool", FakeClock(), key=DeviceKey.generate())
     with pytest.raises(PrinterUnavailableError, match=f"127.0.0.1:{port}"):
         printer.print_receipt(RECEIPT)
     assert len(printer.pending()) == 1
@@ -155,7 +158,7 @@ def test_absent_network_printer_keeps_the_receipt(tmp_path: Path) -> None:
 
 def test_absent_serial_printer_keeps_the_receipt(tmp_path: Path) -> None:
     section = ReceiptPrinterSection(backend="serial", port=str(tmp_path / "nothing"), timeout_s=1)
-    printer = ReceiptPrinter(section, tmp_path / "spool", FakeClock())
+    printer = ReceiptPrinter(section, tmp_path / "spool", FakeClock(), key=DeviceKey.generate())
     with pytest.raises(PrinterUnavailableError, match="nothing"):
         printer.print_receipt(RECEIPT)
     assert len(printer.pending()) == 1
@@ -166,7 +169,7 @@ def test_wait_and_print_retries_on_the_clock(tmp_path: Path) -> None:
         tcp.paper_out()
         clock = FakeClock()
         section = ReceiptPrinterSection(backend="network", tcp_port=tcp.port, timeout_s=2)
-        printer = ReceiptPrinter(section, tmp_path / "spool", clock)
+        printer = ReceiptPrinter(section, tmp_path / "spool", clock, key=DeviceKey.generate())
         with pytest.raises(PaperOutError):
             printer.print_receipt(RECEIPT)
         start = clock.monotonic()
@@ -186,3 +189,40 @@ def test_status_and_use_after_close(rig: Rig) -> None:
     printer.close()  # safe twice
     with pytest.raises(DeviceClosedError):
         printer.print_pending()
+
+
+def _spool_files(printer: ReceiptPrinter) -> list[Path]:
+    return sorted(p for p in printer.spool.directory.rglob("*") if p.is_file())
+
+
+def test_spooled_receipt_is_sealed_while_offline(rig: Rig) -> None:
+    rig.model.offline()
+    with pytest.raises(PrinterOfflineError):
+        rig.printer.print_receipt(RECEIPT)
+    (kept,) = _spool_files(rig.printer)
+    data = kept.read_bytes()
+    for text in (RECEIPT.title, *RECEIPT.lines, RECEIPT.footer or ""):
+        assert text.encode("gb18030") not in data, text
+    assert b"LQ1:xyz" not in data
+    assert rig.printer.spool.read(kept).count("居住证明回执".encode("gb18030")) == 1
+    rig.model.clear_faults()
+    assert len(rig.printer.print_pending().printed) == 1
+    assert _printed_receipt(rig.model)[:3] == ["居住证明回执", "No. 2026-0007", "姓名: 王*"]
+    assert _spool_files(rig.printer) == []
+
+
+def test_corrupt_receipt_is_quarantined_and_the_others_print(rig: Rig) -> None:
+    rig.model.paper_out()
+    for n in range(3):
+        with pytest.raises(PaperOutError):
+            rig.printer.print_receipt(Receipt(title=f"T{n}", lines=[f"line {n}"], qr="LQ1:xyz"))
+    first, broken, last = rig.printer.pending()
+    sealed = bytearray(broken.read_bytes())
+    sealed[-1] ^= 0xFF  # one damaged byte (the tag)
+    broken.write_bytes(bytes(sealed))
+    rig.model.clear_faults()
+    result = rig.printer.print_pending()
+    assert result.printed == [first, last] and result.quarantined == [broken]
+    assert [p.lines[0] for p in rig.model.cut_pages] == ["T0", "T2"]
+    assert rig.printer.pending() == []
+    assert (rig.printer.spool.directory / "quarantine" / broken.name).exists()
