@@ -185,7 +185,10 @@ class CupsTestServer:
         )
         self._pdf_configs.append(conf)
         ppd = "lsb/usr/cups-pdf/CUPS-PDF_noopt.ppd"
-        self._lp("lpadmin", "-p", name, "-E", "-v", f"cups-pdf:/{token}", "-m", ppd)
+        # cups-pdf takes PostScript: CUPS turns the PDF into PS first. Its default (Ghostscript)
+        # drops the CJK ToUnicode map, so the output's text cannot be checked; pdftocairo keeps it.
+        self._lp("lpadmin", "-p", name, "-E", "-v", f"cups-pdf:/{token}", "-m", ppd,
+                 "-o", "pdftops-renderer-default=pdftocairo")  # fmt: skip
         queue = SimQueue(name, directory)
         self.queues[name] = queue
         return queue

@@ -60,3 +60,23 @@ def bench_print(runs: int, as_json: bool) -> None:
     from linli.bench import print as print_bench
 
     emit(print_bench.run(runs), as_json)
+
+
+@bench.command("kiosk")
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Kiosk visits to time (after 1 warm-up).",
+)
+@click.option("--baudrate", default=115200, show_default=True, help="Simulated reader line rate.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
+def bench_kiosk(runs: int, baudrate: int, as_json: bool) -> None:
+    """Card placed -> certificate handed to CUPS + receipt sent (simulated hardware, real cupsd).
+
+    Needs root (it starts a private cupsd and installs the linli-sim CUPS backend).
+    """
+    from linli.bench import kiosk as kiosk_bench
+
+    emit(kiosk_bench.run(runs, baudrate=baudrate), as_json)

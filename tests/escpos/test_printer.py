@@ -226,3 +226,17 @@ def test_corrupt_receipt_is_quarantined_and_the_others_print(rig: Rig) -> None:
     assert [p.lines[0] for p in rig.model.cut_pages] == ["T0", "T2"]
     assert rig.printer.pending() == []
     assert (rig.printer.spool.directory / "quarantine" / broken.name).exists()
+
+
+def test_network_link_disables_nagle() -> None:
+    """Status queries are tiny request/reply exchanges: Nagle would hold each one for the peer's
+    delayed ACK after a receipt (~40 ms per receipt on Linux)."""
+    from device.escpos.printer import _open_escpos
+
+    with EscposTcpPrinter(port=0) as tcp:
+        section = ReceiptPrinterSection(backend="network", tcp_port=tcp.port, timeout_s=2)
+        p = _open_escpos(section)
+        try:
+            assert p.device.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            p.close()
