@@ -71,12 +71,15 @@ def bench_print(runs: int, as_json: bool) -> None:
     help="Kiosk visits to time (after 1 warm-up).",
 )
 @click.option("--baudrate", default=115200, show_default=True, help="Simulated reader line rate.")
+@click.option("--seed", default=20261123, show_default=True, help="Seed of card placement times.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
-def bench_kiosk(runs: int, baudrate: int, as_json: bool) -> None:
+def bench_kiosk(runs: int, baudrate: int, seed: int, as_json: bool) -> None:
     """Card placed -> certificate handed to CUPS + receipt sent (simulated hardware, real cupsd).
 
-    Needs root (it starts a private cupsd and installs the linli-sim CUPS backend).
+    Measured twice: reading right after the card is placed, and through the polling IdCardWatcher
+    with cards placed at random moments of its cycle. Needs root (it starts a private cupsd and
+    installs the linli-sim CUPS backend).
     """
     from linli.bench import kiosk as kiosk_bench
 
-    emit(kiosk_bench.run(runs, baudrate=baudrate), as_json)
+    emit(kiosk_bench.run(runs, baudrate=baudrate, seed=seed), as_json)

@@ -23,6 +23,9 @@ def test_bench_kiosk_reports_visit_times_beside_the_wire_time() -> None:
     # A visit includes the card read, so it cannot be shorter than the bytes on the wire.
     assert visit["p50"] >= figures["kiosk_card_read"]["p50"] >= wire
     assert figures["kiosk_issue"]["n"] == 3
+    polled = figures["kiosk_visit_polled"]
+    assert polled["n"] == 3 and polled["reference"] == wire
+    assert polled["p50"] >= wire  # the watcher's read is in it too
 
 
 def test_bench_kiosk_rejects_zero_runs() -> None:
