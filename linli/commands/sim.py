@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from device.inputs import InputWatch
+from device.errors import LinliError
+from device.inputs import InputEvent, InputWatch
 from hardware_sim.demo import run_visits
+from hardware_sim.printing_kiosk import PrintingKiosk
 from hardware_sim.world import World
 from linli.commands.watch import EventPrinter
 
@@ -41,23 +46,49 @@ def _wait(stop: threading.Event, duration: float | None) -> None:
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where the pty links and device.toml go (default: a temporary directory).",
+    help="Where the pty links, device.toml and printed output go (default: a temporary directory).",
 )
-def demo(duration: float | None, visits: int | None, interval: float, workdir: Path | None) -> None:
-    """Run the simulated ID-card reader and QR scanner, driven by the real drivers.
+@click.option(
+    "--print/--no-print",
+    "printing",
+    default=True,
+    show_default=True,
+    help="Issue a residence certificate for each card (private cupsd + cups-pdf, receipt "
+    "emulator; needs root).",
+)
+def demo(
+    duration: float | None,
+    visits: int | None,
+    interval: float,
+    workdir: Path | None,
+    printing: bool,
+) -> None:
+    """Run the simulated kiosk: ID-card reader, QR scanner and printers, driven by the real drivers.
 
     Residents arrive every --interval seconds: a sample card is placed on the reader and lifted,
     and a code is shown to the scanner. Each card read and code scanned is printed as a JSON line
-    (names and ID numbers masked). Ctrl-C stops it.
+    (names and ID numbers masked). With --print (the default) each card read also issues a
+    residence certificate: the A4 page comes out of a real cupsd's cups-pdf queue as
+    WORKDIR/kiosk/printed/SERIAL.pdf and the receipt as WORKDIR/kiosk/receipts/SERIAL.png.
+    Ctrl-C stops it.
     """
     stop = threading.Event()
-    with World(workdir) as world:
+    with World(workdir) as world, contextlib.ExitStack() as stack:
         config_path = world.write_config()
         click.echo(f"simulated ID-card reader on {world.reader.path}", err=True)
         click.echo(f"simulated QR scanner on {world.scanner.path}", err=True)
         click.echo(f"device configuration: {config_path}", err=True)
         printer = EventPrinter()
-        with InputWatch(world.device_config(), printer):
+        kiosk = _start_printing(world.workdir / "kiosk") if printing else None
+        if kiosk is not None:
+            stack.callback(kiosk.close)
+
+        def on_event(event: InputEvent) -> None:
+            printer(event)
+            if kiosk is not None and event.idcard is not None:
+                kiosk.on_card(event.idcard)
+
+        with InputWatch(world.device_config(), on_event):
             script = threading.Thread(
                 target=run_visits,
                 args=(world, stop),
@@ -79,6 +110,32 @@ def demo(duration: float | None, visits: int | None, interval: float, workdir: P
             f"cards read: {counts.get('idcard', 0)}, codes scanned: {counts.get('scan', 0)}",
             err=True,
         )
+        if kiosk is not None:
+            kiosk.close()  # waits for the pages still printing
+            kept = "" if workdir is not None else " (temporary: use --workdir to keep them)"
+            click.echo(
+                f"certificates issued: {kiosk.issued}, A4 pages out: {kiosk.pages_out}, "
+                f"in {kiosk.printed_dir} and {kiosk.receipts_dir}{kept}",
+                err=True,
+            )
+
+
+def _start_printing(directory: Path) -> PrintingKiosk | None:
+    """The printers of the simulated kiosk, or None (with the reason) when they cannot start."""
+
+    def report(line: dict[str, Any]) -> None:
+        click.echo(json.dumps(line, ensure_ascii=False))
+
+    try:
+        kiosk = PrintingKiosk(directory, report=report).start()
+    except (LinliError, OSError) as err:
+        click.echo(f"printing disabled: {err} (run as root with cups installed, or --no-print)",
+                   err=True)  # fmt: skip
+        return None
+    click.echo(f"A4 printer: cups-pdf queue {kiosk.queue.name if kiosk.queue else ''} on "
+               f"{kiosk.cupsd.socket}; receipt printer on 127.0.0.1:{kiosk.receipt_printer.port}",
+               err=True)  # fmt: skip
+    return kiosk
 
 
 @sim.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import subprocess
 import sys
@@ -10,10 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from pyzbar.pyzbar import decode
 
+from device.credential import load_verify_key, verify
 from device.inputs import InputEvent, InputWatch
 from hardware_sim.idcards import sample_card
 from hardware_sim.world import World
+from tests.certificates.conftest import pdf_text, qr_codes
 
 
 @pytest.fixture
@@ -115,7 +120,7 @@ def test_world_config_is_a_valid_device_configuration(world: World) -> None:
 def test_demo_command_reads_cards_and_scans_codes_with_personal_data_masked() -> None:
     linli = Path(sys.executable).with_name("linli")
     result = subprocess.run(
-        [str(linli), "sim", "demo", "--visits", "2", "--interval", "0.5"],
+        [str(linli), "sim", "demo", "--visits", "2", "--interval", "0.5", "--no-print"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -123,6 +128,7 @@ def test_demo_command_reads_cards_and_scans_codes_with_personal_data_masked() ->
     )
     assert result.returncode == 0, result.stderr
     assert "cards read: 2, codes scanned: 2" in result.stderr
+    assert '"certificate"' not in result.stdout
     assert '"LINLI-DEMO-0001"' in result.stdout
     for i in range(2):
         assert sample_card(i).id_number not in result.stdout
@@ -163,3 +169,34 @@ def test_watch_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "scanner.baud: unknown key" in result.stderr
+
+
+def test_demo_prints_a_certificate_and_a_receipt_for_each_card(tmp_path: Path) -> None:
+    """The whole kiosk on simulated hardware: real cupsd + cups-pdf, receipt emulator."""
+    linli = Path(sys.executable).with_name("linli")
+    workdir = tmp_path / "site"
+    result = subprocess.run(
+        [str(linli), "sim", "demo", "--visits", "2", "--interval", "0.5", "--workdir", workdir],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "certificates issued: 2, A4 pages out: 2" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    certificates = [line for line in lines if line["event"] == "certificate"]
+    assert [c["receipt"] for c in certificates] == ["printed", "printed"]
+    serials = [c["serial"] for c in certificates]
+    public = load_verify_key(workdir / "kiosk" / "certificate-public.pem", "sim-kiosk-1")
+    for i, serial in enumerate(serials):
+        pdf = (workdir / "kiosk" / "printed" / f"{serial}.pdf").read_bytes()
+        assert sample_card(i).name in pdf_text(pdf)
+        (code,) = qr_codes(pdf)
+        claims = verify(code, {"sim-kiosk-1": public}, audience=None, now=time.time())
+        assert claims.sub == serial
+        receipt = Image.open(workdir / "kiosk" / "receipts" / f"{serial}.png")
+        assert [c.data.decode("ascii") for c in decode(receipt)] == [code]
+    for i in range(2):
+        assert sample_card(i).id_number not in result.stdout + result.stderr
+        assert sample_card(i).name not in result.stdout + result.stderr
