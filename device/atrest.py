@@ -15,7 +15,9 @@ import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from device.errors import ProtocolError
 
@@ -44,12 +46,13 @@ class KeyFileError(AtRestError):
 class DeviceKey:
     """The device's AES-256-GCM key; seals and opens blobs. Its bytes never appear in a repr."""
 
-    __slots__ = ("_aead", "source")
+    __slots__ = ("_aead", "_key", "source")
 
     def __init__(self, key: bytes, source: Path | None = None) -> None:
         if len(key) != KEY_BYTES:
             raise AtRestError(f"a device key is {KEY_BYTES} bytes (AES-256), got {len(key)}")
         self._aead = AESGCM(key)
+        self._key = bytes(key)
         self.source = source
 
     def __repr__(self) -> str:
@@ -75,6 +78,15 @@ class DeviceKey:
         if not path.exists() and not path.is_symlink():
             _create_key_file(path)
         return cls(_read_key_file(path), source=path)
+
+    def derive(self, info: bytes, length: int = KEY_BYTES) -> bytes:
+        """A subkey for another purpose (HKDF-SHA256, ``info`` names the purpose).
+
+        Subkeys for different ``info`` are independent, and none reveals the device key.
+        """
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(
+            self._key
+        )
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt and authenticate ``plaintext``; ``aad`` must be given again to open it."""

@@ -1,0 +1,234 @@
+"""Message schemas shared by devices and the sync server (DESIGN.md section 3): pure, no I/O.
+
+Every ``parse_*`` function takes the raw MQTT payload and returns a validated model, or raises a
+:class:`MessageError` subclass: :class:`OversizeError` (over the topic's documented maximum),
+:class:`NotJSONError` (not UTF-8 JSON) or :class:`SchemaError` (JSON of the wrong shape). Error
+messages name the field and the problem but never echo payload values (they may be personal data).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from device.errors import ProtocolError
+
+TOPIC_ROOT = "linli/v1/dev"
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+"""Same rule as ``[device] id`` in device/config.py; it also keeps MQTT wildcards out of topics."""
+MAX_DEVICE_ID_LENGTH = 64
+TOPICS = (
+    "up/events",
+    "up/cmd-result",
+    "up/state",
+    "up/sync-req",
+    "up/rpc",
+    "down/ack",
+    "down/cmd",
+    "down/sync",
+    "down/rpc",
+)
+
+MAX_EVENTS_BATCH_BYTES = 256 * 1024
+"""An ``up/events`` payload is at most 256 KiB (the agent sizes batches below it)."""
+MAX_EVENTS_PER_BATCH = 1000
+MAX_ACK_BYTES = 1024
+MAX_SYNC_REQUEST_BYTES = 1024
+MAX_SYNC_BYTES = 16 * 1024 * 1024
+"""A ``down/sync`` payload (a residents snapshot can be large) is at most 16 MiB."""
+MAX_SEQ = 2**63 - 1
+
+DOCUMENT_NAMES = ("residents", "catalogue", "notices", "revocations", "config")
+
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+
+
+class MessageError(ProtocolError):
+    """A payload on a Linli topic was refused."""
+
+
+class OversizeError(MessageError):
+    """The payload is larger than the topic allows."""
+
+
+class NotJSONError(MessageError):
+    """The payload is not UTF-8 JSON."""
+
+
+class SchemaError(MessageError):
+    """The payload is JSON but not the message the topic carries."""
+
+
+def valid_device_id(device_id: str) -> bool:
+    return (
+        isinstance(device_id, str)
+        and 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH
+        and _DEVICE_ID.match(device_id) is not None
+    )
+
+
+def topic(device_id: str, suffix: str) -> str:
+    """``topic("kiosk-01", "up/events")`` -> ``linli/v1/dev/kiosk-01/up/events``."""
+    if not valid_device_id(device_id):
+        raise MessageError(
+            f"device id {device_id!r} is invalid: 1 to {MAX_DEVICE_ID_LENGTH} characters of "
+            "A-Z a-z 0-9 _ . -"
+        )
+    if suffix not in TOPICS:
+        raise MessageError(f"unknown topic {suffix!r}; known: {', '.join(TOPICS)}")
+    return f"{TOPIC_ROOT}/{device_id}/{suffix}"
+
+
+DeviceId = Annotated[
+    str, Field(min_length=1, max_length=MAX_DEVICE_ID_LENGTH, pattern=DEVICE_ID_PATTERN)
+]
+Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+Version = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+DocName = Literal["residents", "catalogue", "notices", "revocations", "config"]
+ItemKey = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class EventMessage(_Message):
+    seq: Seq
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    type: Annotated[str, Field(max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")]
+    at: Annotated[float, Field(ge=0)]
+    data: dict[str, Any]
+
+
+class EventBatch(_Message):
+    """``up/events``: ``{device, boot, events: [{seq, id, type, at, data}]}``, seqs increasing."""
+
+    device: DeviceId
+    boot: Annotated[int, Field(ge=1, le=MAX_SEQ)]
+    events: Annotated[list[EventMessage], Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+
+    @model_validator(mode="after")
+    def _seqs_increase(self) -> EventBatch:
+        seqs = [event.seq for event in self.events]
+        if any(b <= a for a, b in itertools.pairwise(seqs)):
+            raise ValueError("events must be in strictly increasing seq order")
+        return self
+
+
+class Ack(_Message):
+    """``down/ack``: the highest contiguous seq the server stores durably."""
+
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
+
+
+class SyncRequest(_Message):
+    """``up/sync-req``: the device has ``version`` of ``doc`` and asks for what is newer."""
+
+    doc: DocName
+    version: Version
+
+
+class DocumentDelta(_Message):
+    """``down/sync`` delta: from exactly ``from_version`` to ``version``."""
+
+    kind: Literal["delta"]
+    doc: DocName
+    from_version: Version
+    version: Version
+    upserts: dict[ItemKey, Any] = Field(default_factory=dict)
+    deletes: list[ItemKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _forward(self) -> DocumentDelta:
+        if self.version <= self.from_version:
+            raise ValueError("a delta's version must be greater than its from_version")
+        if set(self.deletes) & set(self.upserts):
+            raise ValueError("a key cannot be both upserted and deleted in one delta")
+        return self
+
+
+class DocumentSnapshot(_Message):
+    """``down/sync`` snapshot: the whole document at ``version``."""
+
+    kind: Literal["snapshot"]
+    doc: DocName
+    version: Annotated[int, Field(ge=1, le=MAX_SEQ)]
+    items: dict[ItemKey, Any]
+
+
+SyncMessage = Annotated[DocumentDelta | DocumentSnapshot, Field(discriminator="kind")]
+_SYNC = TypeAdapter[DocumentDelta | DocumentSnapshot](SyncMessage)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode(message: BaseModel) -> bytes:
+    """Compact UTF-8 JSON of a message."""
+    return message.model_dump_json().encode()
+
+
+def parse_events(payload: bytes) -> EventBatch:
+    return _parse(payload, "up/events", MAX_EVENTS_BATCH_BYTES, EventBatch)
+
+
+def parse_ack(payload: bytes) -> Ack:
+    return _parse(payload, "down/ack", MAX_ACK_BYTES, Ack)
+
+
+def parse_sync_request(payload: bytes) -> SyncRequest:
+    return _parse(payload, "up/sync-req", MAX_SYNC_REQUEST_BYTES, SyncRequest)
+
+
+def parse_sync(payload: bytes) -> DocumentDelta | DocumentSnapshot:
+    value = _load(payload, "down/sync", MAX_SYNC_BYTES)
+    try:
+        return _SYNC.validate_python(value)
+    except ValidationError as err:
+        raise SchemaError(f"down/sync payload has the wrong shape: {_problems(err)}") from err
+
+
+def _parse(payload: bytes, name: str, limit: int, model: type[M]) -> M:
+    value = _load(payload, name, limit)
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        raise SchemaError(f"{name} payload has the wrong shape: {_problems(err)}") from err
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load(payload: bytes, name: str, limit: int) -> Any:
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise NotJSONError(f"{name} payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > limit:
+        raise OversizeError(f"{name} payload is {len(payload)} bytes; at most {limit} allowed")
+    try:
+        text = bytes(payload).decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as err:
+        raise NotJSONError(f"{name} payload is not UTF-8 (byte {err.start})") from err
+    except RecursionError as err:
+        raise NotJSONError(f"{name} payload nests too deeply") from err
+    except ValueError as err:  # JSONDecodeError, NaN/Infinity, over-long integers
+        raise NotJSONError(f"{name} payload is not JSON: {_short(err)}") from err
+
+
+def _short(err: ValueError) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at character {err.pos}"
+    return str(err).split(":")[0][:120]
+
+
+def _problems(err: ValidationError) -> str:
+    parts = []
+    for problem in err.errors(include_url=False, include_input=False, include_context=False)[:5]:
+        where = ".".join(str(p) for p in problem["loc"]) or "(message)"
+        parts.append(f"{where}: {problem['msg']}")
+    more = err.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
