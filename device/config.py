@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from device.errors import ConfigError
 
@@ -109,6 +109,50 @@ class CertificateSection(_Section):
     font: str = ""
 
 
+class SyncSection(_Section):
+    """The sync agent's MQTT link to the site broker (docs/sync-agent.md). Username = device id."""
+
+    # Broker DNS name or IP; it must be a SAN of the broker certificate. Empty: no sync.
+    host: Annotated[str, Field(max_length=253)] = ""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    # The site CA (ca.crt from `linli provision broker`); the broker is verified against it only.
+    ca_file: str = "/etc/linli/keys/site-ca.crt"
+    # The broker password, inline or (preferred: it stays out of the config) from a file.
+    # No length rule on `password`: a validation error would echo the value.
+    password: Annotated[str, Field(repr=False)] = ""
+    password_file: str = ""
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 60
+    # How long the broker keeps the device's session (subscriptions, queued acks) while offline.
+    session_expiry_s: Annotated[int, Field(ge=0, le=30 * 86400)] = 7 * 86400
+    # Events per up/events message; the payload is also kept under 256 KiB.
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    # Batches published but not yet covered by a down/ack.
+    max_inflight: Annotated[int, Field(ge=1, le=20)] = 8
+    # Without an ack for this long, everything unacked is published again.
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Reconnect delays: jittered, doubling from backoff_min_s up to backoff_max_s.
+    backoff_min_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    # How often the outbox is checked for events written by other processes (notify() is instant).
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+
+    # Field validators (not a model validator): an error then echoes one value, never the password.
+    @field_validator("password_file")
+    @classmethod
+    def _one_password(cls, value: str, info: ValidationInfo) -> str:
+        if value and info.data.get("password"):
+            raise ValueError("set password_file or password, not both")
+        return value
+
+    @field_validator("backoff_max_s")
+    @classmethod
+    def _max_above_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("backoff_min_s")
+        if low is not None and value < low:
+            raise ValueError("must be >= backoff_min_s")
+        return value
+
+
 class DeviceConfig(_Section):
     device: DeviceSection
     idcard: IdCardSection = IdCardSection()
@@ -117,6 +161,7 @@ class DeviceConfig(_Section):
     a4printer: A4PrinterSection = A4PrinterSection()
     receipt: ReceiptPrinterSection = ReceiptPrinterSection()
     certificate: CertificateSection = CertificateSection()
+    sync: SyncSection = SyncSection()
 
 
 def _describe(error: Any) -> str:

@@ -1,0 +1,94 @@
+"""The sync agent's pure parts and its start-up checks: batches, config, lifecycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device.clock import FakeClock
+from device.config import SyncSection, parse_config
+from device.errors import ConfigError
+from device.protocol import parse_events
+from device.store import Store
+from device.sync import SyncAgent, SyncClosedError, SyncError, build_batch
+from tests.sync.conftest import DEVICE
+
+
+def test_batches_shrink_to_fit_the_size_limit(store: Store) -> None:
+    with store.transaction() as tx:
+        for i in range(10):
+            tx.emit("test.big", {"blob": "x" * 1000, "i": i})
+    events = store.outbox.pending(10)
+    payload, count = build_batch(DEVICE, store.boot, events, max_bytes=4000)
+    assert len(payload) <= 4000 and 1 <= count < 10
+    assert [e.seq for e in parse_events(payload).events] == list(range(1, count + 1))
+
+
+def test_an_event_too_large_to_send_is_an_error_not_skipped(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.emit("test.big", {"blob": "x" * 5000})
+    with pytest.raises(SyncError, match=r"seq 1 .*over the 4000-byte"):
+        build_batch(DEVICE, store.boot, store.outbox.pending(1), max_bytes=4000)
+
+
+def _with_sync(**sync: object) -> dict[str, object]:
+    return {"device": {"id": "k", "kind": "kiosk"}, "sync": sync}
+
+
+def test_sync_section_defaults_and_key_checks() -> None:
+    cfg = parse_config({"device": {"id": "k", "kind": "kiosk"}})
+    assert cfg.sync.host == "" and cfg.sync.port == 8883 and cfg.sync.batch_size == 100
+    with pytest.raises(ConfigError, match=r"sync\.backoff_max_s: .*backoff_min_s"):
+        parse_config(_with_sync(backoff_min_s=5, backoff_max_s=1))
+    with pytest.raises(ConfigError, match=r"sync\.password_file: .*not both") as info:
+        parse_config(_with_sync(password="s3cret", password_file="/p"))
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"sync\.batch_size"):
+        parse_config(_with_sync(batch_size=5000))
+
+
+def test_agent_start_checks_name_the_key(store: Store, tmp_path: Path) -> None:
+    clock = FakeClock()
+    with pytest.raises(ConfigError, match=r"sync\.host"):
+        SyncAgent(SyncSection(), DEVICE, store, clock=clock)
+    with pytest.raises(ConfigError, match=r"sync\.password_file: not set"):
+        SyncAgent(SyncSection(host="h"), DEVICE, store, clock=clock)
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=r"sync\.password_file: cannot read"):
+        SyncAgent(SyncSection(host="h", password_file=str(missing)), DEVICE, store, clock=clock)
+    (tmp_path / "pw").write_text("pw\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sync\.ca_file"):
+        SyncAgent(
+            SyncSection(host="h", password_file=str(tmp_path / "pw"), ca_file=str(missing)),
+            DEVICE,
+            store,
+            clock=clock,
+        )
+
+
+def test_use_after_stop_raises(store: Store, tmp_path: Path) -> None:
+    agent = SyncAgent(
+        SyncSection(host="127.0.0.1", port=1, password="x", ca_file=_any_ca()),
+        DEVICE,
+        store,
+        clock=FakeClock(start=0.0, wall=5.0),  # never tries to connect
+    )
+    agent.start()
+    with pytest.raises(SyncError, match="already running"):
+        agent.start()
+    agent.stop()
+    agent.stop()
+    with pytest.raises(SyncClosedError, match="make a new SyncAgent"):
+        agent.start()
+    with pytest.raises(ValueError, match="down/nope"):
+        agent.add_handler("down/nope", lambda message: None)
+
+
+def _any_ca() -> str:
+    import ssl
+
+    path = ssl.get_default_verify_paths().cafile
+    if path is None:
+        pytest.skip("no system CA bundle to stand in for the site CA")
+    return path
