@@ -11,11 +11,13 @@ cd "$repo"
 # against libpcsclite, pycups against libcups), pcscd + vpcd (PC/SC, and its simulator), zbar
 # (pyzbar), GL/glib (OpenCV), CUPS with the PDF queue (A4 printing and its tests), a CJK font
 # (certificates, receipts), poppler (PDF to text/PNG for checks), Mosquitto (the MQTT broker the tests
-# start with their own passwords, ACL and TLS).
+# start with their own passwords, ACL and TLS), PostgreSQL (the server's production database; tests run a
+# private cluster).
 DEB_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config swig libpcsclite-dev pcscd
   vsmartcard-vpcd libzbar0 libgl1 libglib2.0-0 cups cups-client cups-bsd libcups2-dev
   printer-driver-cups-pdf fonts-wqy-microhei fontconfig poppler-utils mosquitto mosquitto-clients
+  postgresql
 )
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
