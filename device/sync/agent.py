@@ -117,6 +117,7 @@ class SyncAgent:
         # Connection state, touched only by the agent thread (paho callbacks run in it too).
         self._client: mqtt.Client | None = None
         self._connected = False
+        self._session_at = 0.0
         self._session_over = False
         self._inflight: list[_Batch] = []
         self._sent = 0
@@ -306,17 +307,20 @@ class SyncAgent:
         client.tls_set_context(self._tls)
         client.connect_timeout = CONNACK_TIMEOUT_S
         client.max_inflight_messages_set(self._config.max_inflight + 4)
-        client.will_set(self._topics["up/state"], self._state_payload(False), qos=1, retain=True)
+        # The Will and this connection's online state carry the same ``at``: the server orders
+        # state by (boot, at) and lets offline win a tie, so the Will ends exactly this session.
+        self._session_at = self._clock.time()
+        will = self._state_payload(False, self._session_at)
+        client.will_set(self._topics["up/state"], will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
 
-    def _state_payload(self, online: bool) -> bytes:
-        state: dict[str, object] = {"online": online, "boot": self._store.boot}
-        if online:
-            state["at"] = self._clock.time()
+    def _state_payload(self, online: bool, at: float | None = None) -> bytes:
+        at = self._clock.time() if at is None else at
+        state: dict[str, object] = {"online": online, "boot": self._store.boot, "at": at}
         return json.dumps(state, separators=(",", ":")).encode()
 
     def _goodbye(self, client: mqtt.Client) -> None:
@@ -367,7 +371,8 @@ class SyncAgent:
         client.subscribe(self._ack_topic, qos=1)
         for name in self._handlers:
             client.subscribe(name, qos=1)
-        client.publish(self._topics["up/state"], self._state_payload(True), qos=1, retain=True)
+        online = self._state_payload(True, self._session_at)
+        client.publish(self._topics["up/state"], online, qos=1, retain=True)
         # Everything not acked is sent again: paho's memory of the last connection is gone.
         self._inflight.clear()
         self._sent = self._last_ack

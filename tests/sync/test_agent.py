@@ -49,7 +49,7 @@ def test_events_emitted_before_connect_arrive_in_order_and_the_outbox_drains(
 
 
 def test_offline_queueing_delivers_everything_in_order_after_the_broker_returns(
-    broker: MosquittoTestBroker, store: Store, make_agent: MakeAgent
+    broker: MosquittoTestBroker, store: Store, clock: FakeClock, make_agent: MakeAgent
 ) -> None:
     agent = make_agent()
     agent.start()
@@ -62,10 +62,18 @@ def test_offline_queueing_delivers_everything_in_order_after_the_broker_returns(
     assert store.outbox.count() == 200
     broker.start()
     with StandInServer(broker) as server:
+        # The agent may have reconnected and published before the server subscribed (PUBACK
+        # 0x10: dropped by the broker); then only its ack timeout sends them again.
+        wait_for(lambda: agent.connected, what="the reconnection")
+        clock.advance(31)
         wait_for(lambda: drained(store), timeout_s=20, what="the outbox to drain")
         assert server.seqs() == list(range(1, 201))
-        order = [e["seq"] for batch in server.batches for e in batch["events"]]
-        assert order == sorted(order)
+        for batch in server.batches:
+            seqs = [e["seq"] for e in batch["events"]]
+            assert seqs == sorted(seqs)
+        # A resend repeats events (the server dedupes); first arrivals are still in seq order.
+        first_seen = list(dict.fromkeys(e["seq"] for b in server.batches for e in b["events"]))
+        assert first_seen == sorted(first_seen)
 
 
 def test_no_delete_without_ack_when_the_server_is_not_listening(
@@ -184,12 +192,17 @@ def test_last_will_says_offline_with_the_same_boot_when_the_agent_dies(
             child.send_signal(signal.SIGKILL)
             child.wait(5)
             will = watcher.expect_message()
-            assert json.loads(will.payload) == {"online": False, "boot": boot}
+            # The Will ends exactly the session the online state began: same boot, same at.
+            assert json.loads(will.payload) == {"online": False, "boot": boot, "at": online["at"]}
         with broker.server_client(client_id="later") as later:
             later.subscribe(f"linli/v1/dev/{DEVICE}/up/state")
             retained = later.expect_message()
             assert retained.retain
-            assert json.loads(retained.payload) == {"online": False, "boot": boot}
+            assert json.loads(retained.payload) == {
+                "online": False,
+                "boot": boot,
+                "at": online["at"],
+            }
     finally:
         child.kill()
         child.wait(5)
@@ -206,7 +219,8 @@ def test_stop_publishes_offline_state(
     with broker.server_client(client_id="watcher") as watcher:
         watcher.subscribe(f"linli/v1/dev/{DEVICE}/up/state")
         state = json.loads(watcher.expect_message().payload)
-    assert state == {"online": False, "boot": store.boot}
+    assert state["online"] is False and state["boot"] == store.boot
+    assert isinstance(state["at"], float)
     assert agent.health().state == "stopped"
 
 

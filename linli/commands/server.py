@@ -1,0 +1,152 @@
+"""`linli server`: run the sync server's consumer (MQTT up/# -> database, down/ack back)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from device.errors import LinliError
+from sync_server.consumer import BrokerSettings, Consumer
+from sync_server.db import open_database
+from sync_server.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+
+class ServerCommandError(LinliError, ValueError):
+    """The server's command line names files or accounts that do not work."""
+
+
+@click.group()
+def server() -> None:
+    """Sync server: consume device events and state from the site broker."""
+
+
+def _site_server_user(site: Path) -> str:
+    try:
+        accounts = json.loads((site / "accounts.json").read_text(encoding="utf-8"))["accounts"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ServerCommandError(
+            f"{site}/accounts.json: cannot read the account list ({err}); "
+            "is --site a directory made by `linli provision broker`?"
+        ) from err
+    users = [name for name, role in accounts.items() if role == "server"]
+    if len(users) != 1:
+        raise ServerCommandError(f"{site}/accounts.json: expected one server account")
+    return str(users[0])
+
+
+@server.command("run")
+@click.option(
+    "--db",
+    "db_url",
+    required=True,
+    help="Database URL (sqlite:///PATH or postgresql+psycopg://...); migrated first.",
+)
+@click.option(
+    "--site",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Site directory from `linli provision broker`: gives --ca and --user.",
+)
+@click.option(
+    "--broker-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Broker host name (a SAN of its certificate).",
+)
+@click.option(
+    "--broker-port",
+    default=8883,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Broker TLS port.",
+)
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Site CA certificate (ca.crt).",
+)
+@click.option("--user", default=None, help="Broker account of the server (default: from --site).")
+@click.option(
+    "--password-file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="File holding the server account's broker password.",
+)
+@click.option(
+    "--client-id",
+    default=None,
+    help="MQTT client id (default: linli-server-HOST-PID; unique per process).",
+)
+@click.option(
+    "--duration", type=float, default=None, help="Stop after this many seconds (tests, demos)."
+)
+def run(
+    *,
+    db_url: str,
+    site: Path | None,
+    broker_host: str,
+    broker_port: int,
+    ca: Path | None,
+    user: str | None,
+    password_file: Path,
+    client_id: str | None,
+    duration: float | None,
+) -> None:
+    """Consume up/# through the shared subscription until SIGTERM or Ctrl-C."""
+    ca = ca or (site / "ca.crt" if site else None)
+    user = user or (_site_server_user(site) if site else None)
+    if ca is None or user is None:
+        raise click.UsageError("give --site, or both --ca and --user")
+    password = password_file.read_text(encoding="utf-8").strip()
+    try:
+        engine = open_database(db_url)
+    except ServerError as err:  # the server's errors are not LinliErrors: say them plainly
+        raise ServerCommandError(str(err)) from err
+    try:
+        consumer = Consumer(
+            engine,
+            BrokerSettings(host=broker_host, port=broker_port),
+            user=user,
+            password=password,
+            ca_file=ca,
+            client_id=client_id,
+        )
+    except ServerError as err:
+        engine.dispose()
+        raise ServerCommandError(str(err)) from err
+    stop = threading.Event()
+
+    def _stop(*_args: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    consumer.start()
+    click.echo(
+        f"linli server: consuming as {consumer.client_id} from {broker_host}:{broker_port}",
+        err=True,
+    )
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while not stop.wait(0.2):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.stop()
+        engine.dispose()
+        health = consumer.health()
+        click.echo(
+            f"linli server: stopped; {health.stored} events stored, {health.rejected} refused",
+            err=True,
+        )

@@ -1,0 +1,537 @@
+"""The server's MQTT side: consume every device's ``up/#`` through a shared subscription, store
+events durably and exactly once, then ``down/ack`` them; track online state (docs/server.md).
+
+A message is acknowledged to the broker (PUBACK, paho ``manual_ack``) only after the database
+commit that stores it, and ``down/ack`` is published only after that commit too. A storage error
+acknowledges nothing: the consumer leaves the broker and waits for the database; the device
+publishes everything unacked again after its ``ack_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from device.protocol import (
+    MAX_SEQ,
+    TOPIC_ROOT,
+    Ack,
+    MessageError,
+    OversizeError,
+    SchemaError,
+    encode,
+    topic,
+    valid_device_id,
+)
+from sync_server.errors import DeviceMismatchError, ServerError
+from sync_server.ingest import record_state, store_events_payload
+from sync_server.models import Device
+
+__all__ = [
+    "MAX_STATE_BYTES",
+    "BrokerSettings",
+    "Consumer",
+    "ConsumerClosedError",
+    "ConsumerConfigError",
+    "ConsumerHealth",
+    "StateMessage",
+    "parse_state",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_STATE_BYTES = 4096
+LOOP_TIMEOUT_S = 0.05
+CONNACK_TIMEOUT_S = 10.0
+
+ConsumerState = Literal["stopped", "connecting", "connected", "backoff", "waiting_for_database"]
+
+
+class ConsumerConfigError(ServerError, ValueError):
+    """The consumer's broker settings cannot work (CA file, password)."""
+
+
+class ConsumerClosedError(ServerError, RuntimeError):
+    """``start()`` after ``stop()``: make a new Consumer."""
+
+
+class _StorageFailed(ServerError, RuntimeError):
+    """The database refused a write; nothing of the message may be acknowledged."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how long it keeps the consumer's session while it is away.
+
+    ``session_expiry_s = 0`` (default) means a clean session per connection. A kept session would
+    let the broker redeliver what a failed database left unacked, but Mosquitto goes on handing a
+    disconnected share-group member its turn of every message until the session expires, which
+    stalls devices after a server crash; the device's resend covers the loss instead.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8883
+    keepalive_s: int = 30
+    session_expiry_s: int = 0
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ConsumerHealth:
+    """What ``health()`` reports: state, counters since start, and the last problem."""
+
+    state: ConsumerState
+    connected: bool
+    client_id: str
+    batches: int
+    stored: int
+    duplicates: int
+    acks_sent: int
+    states: int
+    rejected: int
+    storage_errors: int
+    last_error: str | None
+    last_message_at: float | None
+
+
+class StateMessage(BaseModel):
+    """``up/state``: ``{online, boot, at?}`` (``at`` may be missing); extra health fields kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
+
+    online: bool
+    boot: Annotated[int, Field(ge=1, le=MAX_SEQ)]
+    at: Annotated[float, Field(ge=0)] | None = None
+
+
+def parse_state(payload: bytes) -> StateMessage:
+    """Validate an ``up/state`` payload (``MessageError`` subclasses, never echoing values)."""
+    # Reuse the protocol's loader rules (size, UTF-8, JSON, no NaN) through a one-off model.
+    if len(payload) > MAX_STATE_BYTES:
+        raise OversizeError(
+            f"up/state payload is {len(payload)} bytes; at most {MAX_STATE_BYTES} allowed"
+        )
+    try:
+        return StateMessage.model_validate_json(payload)
+    except ValidationError as err:
+        kinds = {problem["type"] for problem in err.errors(include_input=False)}
+        if "json_invalid" in kinds:
+            raise MessageError("up/state payload is not JSON") from err
+        where = "; ".join(
+            ".".join(str(p) for p in problem["loc"]) + ": " + problem["msg"]
+            for problem in err.errors(include_url=False, include_input=False)[:5]
+        )
+        raise SchemaError(f"up/state payload has the wrong shape: {where}") from err
+
+
+def _split_topic(name: str) -> tuple[str, str] | None:
+    """``linli/v1/dev/{id}/up/{suffix...}`` -> ``(id, "up/suffix")``; None when not ours."""
+    root = TOPIC_ROOT + "/"
+    if not name.startswith(root):
+        return None
+    device, _, rest = name[len(root) :].partition("/")
+    if not valid_device_id(device) or not rest.startswith("up/"):
+        return None
+    return device, rest
+
+
+def _default_client_id() -> str:
+    # Unique per process: two server processes with one client id would take each other's
+    # session over in a loop.
+    return f"linli-server-{socket.gethostname()[:32]}-{os.getpid()}"
+
+
+class Consumer:
+    """Consumes ``up/#`` for every device with the server's broker account (docs/server.md).
+
+    One thread of its own owns the paho client; ``start()``/``stop()`` from any thread.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        broker: BrokerSettings,
+        *,
+        user: str,
+        password: str,
+        ca_file: str | Path,
+        share_group: str = "linli",
+        client_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not password:
+            raise ConsumerConfigError("the broker password is empty; give the server account's")
+        if 0 < broker.session_expiry_s <= broker.backoff_max_s:
+            raise ConsumerConfigError("session_expiry_s must be 0 or longer than backoff_max_s")
+        self._engine = engine
+        self._broker = broker
+        self._user = user
+        self._password = password
+        self._tls = _tls_context(str(ca_file))
+        self._subscription = f"$share/{share_group}/{TOPIC_ROOT}/+/up/#"
+        self.client_id = client_id or _default_client_id()
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._state: ConsumerState = "stopped"
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._session_over = False
+        self._storage_failed = False
+        self._failures = 0
+        self._counts = dict.fromkeys(
+            ("batches", "stored", "duplicates", "acks_sent", "states", "rejected", "storage"), 0
+        )
+        self._last_error: str | None = None
+        self._last_message_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Consumer(client_id={self.client_id!r}, state={self._state!r})"
+
+    def __enter__(self) -> Consumer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run in a daemon thread of its own (returns at once; see ``health().connected``)."""
+        if self._closed:
+            raise ConsumerClosedError("this consumer was stopped; make a new one")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.run, name="linli-consumer", daemon=True)
+            self._thread.start()
+
+    def run(self) -> None:
+        """Consume in the calling thread until ``stop()``."""
+        log.info("consumer %s: starting, subscribing %s", self.client_id, self._subscription)
+        while not self._stop.is_set():
+            if self._storage_failed and not self._database_ok():
+                self._wait("waiting_for_database")
+                continue
+            self._storage_failed = False
+            self._session()
+            if not self._stop.is_set():
+                self._wait("backoff")
+        self._state = "stopped"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Disconnect cleanly and end the thread; safe twice."""
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+        self._state = "stopped"
+
+    close = stop
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def health(self) -> ConsumerHealth:
+        with self._lock:
+            counts = dict(self._counts)
+        return ConsumerHealth(
+            state=self._state,
+            connected=self._connected,
+            client_id=self.client_id,
+            batches=counts["batches"],
+            stored=counts["stored"],
+            duplicates=counts["duplicates"],
+            acks_sent=counts["acks_sent"],
+            states=counts["states"],
+            rejected=counts["rejected"],
+            storage_errors=counts["storage"],
+            last_error=self._last_error,
+            last_message_at=self._last_message_at,
+        )
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _wait(self, state: ConsumerState) -> None:
+        self._state = state
+        ceiling = min(
+            self._broker.backoff_max_s, self._broker.backoff_min_s * 2 ** min(self._failures, 20)
+        )
+        self._failures += 1
+        self._stop.wait(self._rng.uniform(ceiling / 2, ceiling))
+
+    def _database_ok(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as err:
+            self._note_error(f"database unavailable: {type(err).__name__}")
+            return False
+        log.warning("consumer %s: the database answers again; reconnecting", self.client_id)
+        return True
+
+    def _new_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.username_pw_set(self._user, self._password)
+        client.tls_set_context(self._tls)
+        client.connect_timeout = CONNACK_TIMEOUT_S
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _session(self) -> None:
+        """One connection, from CONNECT to its end (stop, broker gone, or storage failure)."""
+        self._state = "connecting"
+        self._session_over = False
+        client = self._new_client()
+        self._client = client
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._broker.session_expiry_s
+        try:
+            client.connect(
+                self._broker.host,
+                self._broker.port,
+                keepalive=self._broker.keepalive_s,
+                clean_start=self._broker.session_expiry_s == 0,
+                properties=properties,
+            )
+        except (OSError, ssl.SSLError) as err:
+            self._note_error(f"cannot connect to {self._broker.host}:{self._broker.port}: {err}")
+            self._client = None
+            return
+        try:
+            while not self._stop.is_set() and not self._session_over:
+                if self._storage_failed:
+                    log.warning(
+                        "consumer %s: leaving the broker until the database answers; "
+                        "nothing unstored was acknowledged",
+                        self.client_id,
+                    )
+                    break
+                if client.loop(timeout=LOOP_TIMEOUT_S) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+        finally:
+            if client.is_connected():
+                client.disconnect(properties=self._goodbye_properties())
+                client.loop(timeout=LOOP_TIMEOUT_S)
+            self._connected = False
+            self._client = None
+
+    def _goodbye_properties(self) -> Properties | None:
+        """On ``stop()`` end the session: a stopped member of the share group that keeps its
+        session would go on receiving (and holding) its turn of every device's messages."""
+        if not self._stop.is_set() or self._broker.session_expiry_s == 0:
+            return None  # storage failure: keep the session and its unacked messages
+        properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 0
+        return properties
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            hint = ""
+            if reason.value in (0x86, 0x87):
+                hint = " -- check the server account's user name and password"
+            self._note_error(f"broker refused the connection: {reason}{hint}")
+            self._session_over = True
+            return
+        client.subscribe(self._subscription, qos=1)
+        self._connected = True
+        self._state = "connected"
+        if self._failures:
+            log.warning(
+                "consumer %s: connected after %d failed attempts", self.client_id, self._failures
+            )
+        else:
+            log.info(
+                "consumer %s: connected (session present: %s)",
+                self.client_id,
+                getattr(flags, "session_present", False),
+            )
+        self._failures = 0
+        self._last_error = None
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        self._connected = False
+        self._session_over = True
+        if not self._stop.is_set() and not self._storage_failed:
+            self._note_error(f"connection lost: {reason}")
+
+    def _note_error(self, message: str) -> None:
+        if message != self._last_error:
+            log.warning("consumer %s: %s; retrying with backoff", self.client_id, message)
+        else:
+            log.debug("consumer %s: %s (again)", self.client_id, message)
+        self._last_error = message
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._storage_failed:
+            return  # not acked: redelivered from the session after the database is back
+        self._last_message_at = self._clock()
+        try:
+            self._dispatch(client, message)
+        except _StorageFailed:
+            return
+        if message.qos > 0:
+            client.ack(message.mid, message.qos)
+
+    def _dispatch(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        where = _split_topic(message.topic)
+        if where is None:
+            self._reject("?", "message on a topic outside linli/v1/dev/{id}/up/", None)
+            return
+        device, suffix = where
+        if suffix == "up/events":
+            self._on_events(client, device, bytes(message.payload))
+        elif suffix == "up/state":
+            self._on_state(device, bytes(message.payload))
+        elif suffix in ("up/cmd-result", "up/sync-req", "up/rpc"):
+            log.debug("device %s: %s not handled by this server version; dropped", device, suffix)
+        else:
+            self._reject(device, f"unknown topic suffix {suffix[:64]!r}", None)
+
+    def _reject(self, device: str, why: str, err: Exception | None) -> None:
+        # The payload is never logged: it may carry personal data.
+        with self._lock:
+            self._counts["rejected"] += 1
+        detail = f": {err}" if err is not None else ""
+        log.warning("device %s: message refused (%s)%s", device, why, detail)
+
+    def _storage(self, device: str, work: Callable[[], Any]) -> Any:
+        try:
+            return work()
+        except (MessageError, DeviceMismatchError):
+            raise
+        except Exception as err:  # any failure must leave the message unacked
+            with self._lock:
+                self._counts["storage"] += 1
+            self._storage_failed = True
+            self._last_error = f"storage failed: {type(err).__name__}"
+            log.error(
+                "device %s: storing failed (%s: %s); nothing acknowledged, the message "
+                "will be delivered again",
+                device,
+                type(err).__name__,
+                str(err).splitlines()[0][:200] if str(err) else "",
+            )
+            raise _StorageFailed(str(err)) from err
+
+    def _on_events(self, client: mqtt.Client, device: str, payload: bytes) -> None:
+        try:
+            result = self._storage(
+                device,
+                lambda: store_events_payload(self._engine, device, payload, clock=self._clock),
+            )
+        except MessageError as err:
+            self._reject(device, "up/events", err)
+            return
+        except DeviceMismatchError as err:
+            self._reject(device, "up/events names another device", err)
+            return
+        with self._lock:
+            self._counts["batches"] += 1
+            self._counts["stored"] += result.stored
+            self._counts["duplicates"] += result.duplicates
+        if result.ack > 0:
+            # Also for an all-duplicate batch: the device may have lost the earlier ack.
+            client.publish(topic(device, "down/ack"), encode(Ack(seq=result.ack)), qos=1)
+            with self._lock:
+                self._counts["acks_sent"] += 1
+
+    def _on_state(self, device: str, payload: bytes) -> None:
+        try:
+            state = parse_state(payload)
+        except MessageError as err:
+            self._reject(device, "up/state", err)
+            return
+        at = state.at if state.at is not None else self._will_at(device, state.boot)
+        self._storage(
+            device,
+            lambda: record_state(
+                self._engine,
+                device,
+                online=state.online,
+                boot=state.boot,
+                at=at,
+                payload=state.model_dump(exclude_none=True),
+                clock=self._clock,
+            ),
+        )
+        with self._lock:
+            self._counts["states"] += 1
+
+    def _will_at(self, device: str, boot: int) -> float:
+        """The time a state without ``at`` (Last Will, goodbye) stands for.
+
+        The agent always sends ``at`` (its Will carries the connection's); a client that does
+        not is taken to end the newest connection of its boot, so the state takes that
+        connection's ``at`` (and offline wins the tie in ``record_state``). An older boot's Will
+        loses to a newer boot whatever its ``at``.
+        """
+        found = self._storage(
+            device,
+            lambda: self._stored_state(device),
+        )
+        if found is not None and found[0] == boot and found[1] is not None:
+            return float(found[1])
+        return 0.0
+
+    def _stored_state(self, device: str) -> tuple[int | None, float | None] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(Device.boot, Device.state_at).where(Device.id == device)
+            ).first()
+        return None if row is None else (row[0], row[1])
+
+
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ConsumerConfigError(f"cannot load the site CA {ca_file}: {err}") from err
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
