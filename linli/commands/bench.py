@@ -83,3 +83,98 @@ def bench_kiosk(runs: int, baudrate: int, seed: int, as_json: bool) -> None:
     from linli.bench import kiosk as kiosk_bench
 
     emit(kiosk_bench.run(runs, baudrate=baudrate, seed=seed), as_json)
+
+
+@bench.command("sync")
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Devices (store + SyncAgent each) sending at once for sync_ingest.",
+)
+@click.option(
+    "--events",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Events queued per device per round for sync_ingest.",
+)
+@click.option(
+    "--drain-events",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Events queued offline on the one device of sync_drain.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Rounds of ingest and drain (reference and real each round) for p50/p95.",
+)
+@click.option(
+    "--heartbeat-devices",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Devices connected and sending retained up/state for sync_server_rss.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.1),
+    default=3.0,
+    show_default=True,
+    help="Seconds between two heartbeats of one device.",
+)
+@click.option(
+    "--hold",
+    "hold_s",
+    type=click.FloatRange(min=5),
+    default=10.0,
+    show_default=True,
+    help="Seconds the heartbeat devices stay connected; RSS is sampled in the last 5.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Processes that drive the heartbeat clients (one select loop each).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
+def bench_sync(
+    *,
+    devices: int,
+    events: int,
+    drain_events: int,
+    repeat: int,
+    heartbeat_devices: int,
+    heartbeat_interval: float,
+    hold_s: float,
+    workers: int,
+    as_json: bool,
+) -> None:
+    """Device -> Mosquitto -> server: ingest rate, offline drain, server RSS (real broker, TLS).
+
+    Starts a private Mosquitto and `linli server run` processes on a SQLite file database; the
+    references (raw paho -> Mosquitto -> paho, QoS 1, same payloads) run in the same run. A run
+    that loses or doubles an event fails instead of reporting.
+    """
+    from linli.bench import sync as sync_bench
+
+    emit(
+        sync_bench.run(
+            devices=devices,
+            events=events,
+            drain_events=drain_events,
+            repeat=repeat,
+            heartbeat_devices=heartbeat_devices,
+            heartbeat_interval_s=heartbeat_interval,
+            hold_s=hold_s,
+            workers=workers,
+            progress=lambda message: click.echo(f"linli bench sync: {message}", err=True),
+        ),
+        as_json,
+    )
