@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, case, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -44,6 +44,11 @@ _devices = cast(Table, Device.__table__)
 _events = cast(Table, Event.__table__)
 _acks = cast(Table, DeviceAck.__table__)
 ACK_SCAN_PAGE = 1000
+_STORED_IDS = select(_events.c.seq, _events.c.event_id).where(
+    _events.c.device_id == bindparam("device"),
+    _events.c.seq.in_(bindparam("seqs", expanding=True)),
+)
+"""Seq -> event id already stored for some of a device's seqs (one cached statement)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,20 @@ def _insert(conn: Connection, table: Any) -> sqlite.Insert | postgresql.Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+_INSERT_EVENTS: dict[str, Any] = {}
+
+
+def _insert_events(conn: Connection) -> Any:
+    """INSERT of one event row, ON CONFLICT DO NOTHING (a belt to the lookup's braces); built
+    once per dialect so SQLAlchemy compiles it once and runs it as executemany."""
+    name = conn.dialect.name
+    if name not in _INSERT_EVENTS:
+        _INSERT_EVENTS[name] = _insert(conn, _events).on_conflict_do_nothing(
+            index_elements=[_events.c.device_id, _events.c.seq]
+        )
+    return _INSERT_EVENTS[name]
 
 
 def _touch_device(conn: Connection, device_id: str, now: float) -> None:
@@ -124,6 +143,13 @@ def ingest_batch(engine: Engine, batch: EventBatch, *, clock: Clock = time.time)
     device = batch.device
     with engine.begin() as conn:
         _touch_device(conn, device, now)
+        # The device row is locked now (PostgreSQL: the upsert above; SQLite: BEGIN IMMEDIATE),
+        # so what is stored for this device cannot change before the commit: look it up once,
+        # then insert only the new events with one cached statement (executemany). Building a
+        # multi-VALUES insert per batch cost more than the rest of the transaction together.
+        sent = {event.seq: event.id for event in batch.events}
+        found = conn.execute(_STORED_IDS, {"device": device, "seqs": list(sent)}).all()
+        stored: dict[int, str] = {int(seq): str(event_id) for seq, event_id in found}
         rows = [
             {
                 "device_id": device,
@@ -136,37 +162,23 @@ def ingest_batch(engine: Engine, batch: EventBatch, *, clock: Clock = time.time)
                 "received_at": now,
             }
             for event in batch.events
+            if event.seq not in stored
         ]
-        stmt = (
-            _insert(conn, _events)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[_events.c.device_id, _events.c.seq])
-            .returning(_events.c.seq)
-        )
-        inserted = set(conn.execute(stmt).scalars())
-        duplicates = [e for e in batch.events if e.seq not in inserted]
-        conflicts = _conflicts(conn, device, {e.seq: e.id for e in duplicates})
+        if rows:
+            conn.execute(_insert_events(conn), rows)
+        inserted = len(rows)
+        duplicates = len(batch.events) - inserted
+        conflicts = _conflicts(device, sent, stored)
         ack = _advance_ack(conn, device, now)
     log.debug(
-        "device %s: %d events stored, %d duplicates, ack %d",
-        device,
-        len(inserted),
-        len(duplicates),
-        ack,
+        "device %s: %d events stored, %d duplicates, ack %d", device, inserted, duplicates, ack
     )
-    return BatchResult(device, ack, len(inserted), len(duplicates), conflicts)
+    return BatchResult(device, ack, inserted, duplicates, conflicts)
 
 
-def _conflicts(conn: Connection, device: str, sent: Mapping[int, str]) -> int:
+def _conflicts(device: str, sent: Mapping[int, str], stored: Mapping[int, str]) -> int:
     """Count duplicates whose stored event id differs: the device reused a seq (store reset?)."""
-    if not sent:
-        return 0
-    stored = conn.execute(
-        select(_events.c.seq, _events.c.event_id).where(
-            _events.c.device_id == device, _events.c.seq.in_(list(sent))
-        )
-    ).all()
-    clashes = sorted(seq for seq, event_id in stored if sent[seq] != event_id)
+    clashes = sorted(seq for seq, event_id in stored.items() if sent[seq] != event_id)
     if clashes:
         # Kept, not refused: refusing would block the device's queue forever. The first
         # event stored under a seq wins; the operator must look at the device's store.
