@@ -329,7 +329,12 @@ class SyncAgent:
             self._topics["up/state"], self._state_payload(False), qos=1, retain=True
         )
         deadline = time.monotonic() + GOODBYE_TIMEOUT_S
-        while not info.is_published() and time.monotonic() < deadline and client.is_connected():
+        while time.monotonic() < deadline and client.is_connected():
+            try:
+                if info.is_published():
+                    break
+            except (RuntimeError, ValueError):  # paho: the publish failed, the link is gone
+                break
             client.loop(timeout=LOOP_TIMEOUT_S)
         client.disconnect()
         log.info("disconnected from the broker")
