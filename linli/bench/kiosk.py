@@ -2,7 +2,8 @@
 
 Everything is the real driver stack on simulated hardware: the SAM reader emulator behind a pty
 (replies paced at the line rate) read by :class:`~device.idcard.reader.SamReader`; the certificate
-rendered and signed by :class:`~kiosk_ui.issuing.CertificateDesk`; the PDF sealed into the spool and
+rendered and signed by :class:`~kiosk_ui.issuing.CertificateDesk` (household from the encrypted
+resident cache of :mod:`device.store`); the PDF sealed into the spool and
 handed to a private real ``cupsd`` (``linli-sim`` queue) through pycups; the receipt status-checked
 and sent to the ESC/POS emulator on TCP through python-escpos, acknowledged by its ``DLE EOT``
 reply. Each sample runs from the moment the card is put on the reader to the moment the receipt is
@@ -37,13 +38,14 @@ from device.escpos.printer import ReceiptPrinter
 from device.idcard.identity import Identity
 from device.idcard.reader import SamReader
 from device.idcard.watcher import IdCardWatcher
+from device.store import ResidentCache, Store, open_store
 from hardware_sim.cups import CupsTestServer, SimQueue
 from hardware_sim.escpos.server import EscposTcpPrinter
 from hardware_sim.idcards import sample_card
 from hardware_sim.sam import SamEmulator
 from hardware_sim.serial_pty import wire_time
 from kiosk_ui.certificates import load_templates
-from kiosk_ui.issuing import CertificateDesk, IssuedCertificate, MemoryHouseholds
+from kiosk_ui.issuing import CertificateDesk, IssuedCertificate
 from linli.bench import summarize, value
 from linli.bench.idcard import exchange_bytes
 
@@ -60,13 +62,22 @@ def household(i: int) -> dict[str, Any]:
     }
 
 
-def _desk(tmp: Path, cupsd: CupsTestServer, queue: SimQueue, receipt_port: int) -> CertificateDesk:
+def _desk(
+    tmp: Path, cupsd: CupsTestServer, queue: SimQueue, receipt_port: int, store: Store
+) -> CertificateDesk:
+    """The kiosk's desk; households come from ``store``'s residents document (sealed with the
+    device key, looked up by keyed hash), as on a real kiosk."""
     cards = [sample_card(i) for i in range(CARDS)]
-    at_rest = DeviceKey.generate()
+    at_rest = store.key
+    records = {
+        c.id_number: {"id_number": c.id_number, "household": household(i)}
+        for i, c in enumerate(cards)
+    }
+    store.documents.apply_snapshot("residents", 1, records)
     config = CertificateSection()
     return CertificateDesk(
         templates=load_templates(config.templates_dir),
-        households=MemoryHouseholds({c.id_number: household(i) for i, c in enumerate(cards)}),
+        households=ResidentCache(store),
         config=config,
         signing_key=generate_signing_key("bench-kiosk"),
         a4=A4Printer(
@@ -168,9 +179,10 @@ def run(runs: int = 30, baudrate: int = 115200, seed: int = 20261123) -> list[di
         CupsTestServer() as cupsd,
         EscposTcpPrinter(port=0) as receipt_model,
         SamEmulator(baudrate=baudrate, pace=True) as emulator,
+        open_store(Path(tmp) / "store.db", key=DeviceKey.generate()) as store,
     ):
         a4_queue = cupsd.add_sim_queue("kioskbench")
-        desk = _desk(Path(tmp), cupsd, a4_queue, receipt_model.port)
+        desk = _desk(Path(tmp), cupsd, a4_queue, receipt_model.port, store)
         jobs, times = _direct_visits(desk, emulator, baudrate, runs)
         polled_jobs, polled = _polled_visits(desk, emulator, baudrate, runs, seed)
         jobs += polled_jobs
