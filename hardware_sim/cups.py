@@ -20,6 +20,7 @@ from typing import Literal
 import cups
 
 from device.errors import DeviceError, DeviceUnavailableError
+from hardware_sim.processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,7 @@ class CupsTestServer:
         """Stop our cupsd (jobs it holds are kept on disk, as a real restart would)."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process)
         self.process = None
 
     def _install_backend(self) -> None:

@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.errors import DeviceTimeoutError, DeviceUnavailableError, LinliError
+from hardware_sim.processes import free_tcp_port, stop_process
 from provisioning.broker import (
     INSTALL_HINT,
     Credential,
@@ -67,12 +68,6 @@ def mosquitto_path() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -101,8 +96,8 @@ class MosquittoTestBroker:
         self.site: ProvisionResult = provision_broker(site, devices, server_user=server_user)
         self.credentials: dict[str, Credential] = dict(self.site.created)
         self.server_user = server_user
-        self.tls_port = _free_port()
-        self.plain_port = _free_port() if plain else None
+        self.tls_port = free_tcp_port()
+        self.plain_port = free_tcp_port() if plain else None
         self.persistence_dir = self.root / "data"
         self.log_file = self.root / "mosquitto.log"
         self.conf = self.root / "mosquitto.conf"
@@ -181,12 +176,7 @@ class MosquittoTestBroker:
         """SIGTERM: mosquitto writes its persistence file (sessions, queued QoS 1) and exits."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process, timeout_s)
         self.process = None
 
     def kill(self) -> None:

@@ -15,7 +15,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from device.errors import DeviceError, DeviceUnavailableError
+from hardware_sim.processes import free_tcp_port
 
 __all__ = ["INSTALL_HINT", "PostgresTestServer", "postgres_bindir"]
 
@@ -52,13 +52,6 @@ def postgres_bindir() -> Path:
     raise DeviceUnavailableError(
         f"PostgreSQL server programs (initdb, postgres) not found; {INSTALL_HINT}"
     )
-
-
-def _free_port() -> int:
-    # Only names the socket file (.s.PGSQL.PORT); nothing listens on TCP.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -92,7 +85,7 @@ class PostgresTestServer:
         self.data_dir = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.log_file = self.root / "postgres.log"
-        self.port = _free_port()
+        self.port = free_tcp_port()  # only names the socket file (.s.PGSQL.PORT); no TCP
         self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
         self._as_postgres = os.geteuid() == 0

@@ -47,6 +47,7 @@ from device.protocol import topic
 from device.store import Store, open_store
 from device.sync import SyncAgent, build_batch
 from hardware_sim.mosquitto import MosquittoTestBroker
+from hardware_sim.processes import stop_process
 from linli.bench import summarize, value
 from sync_server.db import open_database, upgrade
 from sync_server.models import Event
@@ -154,12 +155,7 @@ def _server(site: Site, name: str) -> Iterator[subprocess.Popen[bytes]]:
             _wait(subscribed, "the server process to subscribe", 30, 0.1)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
         log.close()
 
 
@@ -189,11 +185,7 @@ def _raw_subscriber(site: Site, expected: int) -> Iterator[subprocess.Popen[str]
         yield proc
     finally:
         proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, terminate=False)
 
 
 def _subscriber_main() -> None:
@@ -486,11 +478,7 @@ def _heartbeats(
             if proc.stdin is not None:
                 proc.stdin.close()
         for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, terminate=False)
 
 
 # --- the benchmark -----------------------------------------------------------------------------

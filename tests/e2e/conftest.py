@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,16 @@ from hardware_sim.mosquitto import INSTALL_HINT, MosquittoTestBroker
 from sync_server.consumer import BrokerSettings, Consumer
 from sync_server.db import open_database, upgrade
 from sync_server.models import Device, Event
+from tests.mqtt_helpers import agent_config
+from tests.mqtt_helpers import wait_for as shared_wait_for
 
 DEVICES = ("dev-a", "dev-b", "dev-c")
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+    """:func:`tests.mqtt_helpers.wait_for` with the longer default end-to-end steps need."""
+    shared_wait_for(predicate, timeout_s, what)
 
 
 @pytest.fixture
@@ -109,19 +106,7 @@ def make_consumer(broker: MosquittoTestBroker, engine: Engine) -> Iterator[MakeC
 
 
 def sync_config(broker: MosquittoTestBroker, device: str, **overrides: Any) -> SyncSection:
-    values: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": broker.tls_port,
-        "ca_file": str(broker.ca_cert),
-        "password": broker.credentials[device].password,
-        "keepalive_s": 10,
-        "backoff_min_s": 0.05,
-        "backoff_max_s": 0.4,
-        "poll_interval_s": 0.1,
-        "ack_timeout_s": 1.0,
-    }
-    values.update(overrides)
-    return SyncSection(**values)
+    return agent_config(broker, device, **{"ack_timeout_s": 1.0, **overrides})
 
 
 class Device_:

@@ -10,7 +10,6 @@ import json
 import queue
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,10 @@ from device.protocol import MessageError, parse_events, topic
 from device.store import Store, open_store
 from device.sync import SyncAgent
 from hardware_sim.mosquitto import INSTALL_HINT, MosquittoTestBroker, MqttTestClient
+from tests.mqtt_helpers import agent_config
 
 DEVICE = "dev-a"
 SHARED = "$share/linli/linli/v1/dev/+/up/#"
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
 
 
 class StandInServer:
@@ -136,18 +127,7 @@ def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
 
 
 def sync_config(broker: MosquittoTestBroker, **overrides: Any) -> SyncSection:
-    values: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": broker.tls_port,
-        "ca_file": str(broker.ca_cert),
-        "password": broker.credentials[DEVICE].password,
-        "keepalive_s": 10,
-        "backoff_min_s": 0.05,
-        "backoff_max_s": 0.4,
-        "poll_interval_s": 0.1,
-    }
-    values.update(overrides)
-    return SyncSection(**values)
+    return agent_config(broker, DEVICE, **overrides)
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from device.clock import FakeClock
 from device.store import Store
 from device.sync import SyncAgent
 from hardware_sim.mosquitto import MosquittoTestBroker
-from tests.sync.conftest import DEVICE, StandInServer, emit, sync_config, wait_for
+from tests.mqtt_helpers import wait_for
+from tests.sync.conftest import DEVICE, StandInServer, emit, sync_config
 
 MakeAgent = Callable[..., SyncAgent]
 ROOT = Path(__file__).resolve().parents[2]

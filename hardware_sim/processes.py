@@ -1,0 +1,28 @@
+"""Small helpers shared by the private daemons the simulator runs (cupsd, Mosquitto, PostgreSQL)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from typing import Any
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(
+    process: subprocess.Popen[Any], timeout_s: float = 10.0, *, terminate: bool = True
+) -> None:
+    """SIGTERM ``process`` (unless ``terminate`` is False: the caller already asked it to end),
+    wait up to ``timeout_s``, then SIGKILL it and reap it."""
+    if terminate:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
