@@ -52,6 +52,7 @@ __all__ = [
     "ConsumerClosedError",
     "ConsumerConfigError",
     "ConsumerHealth",
+    "ServerHandler",
     "StateMessage",
     "parse_state",
 ]
@@ -61,6 +62,15 @@ log = logging.getLogger(__name__)
 MAX_STATE_BYTES = 4096
 LOOP_TIMEOUT_S = 0.05
 CONNACK_TIMEOUT_S = 10.0
+
+ServerHandler = Callable[[str, mqtt.MQTTMessage], None]
+"""Called in the consumer's thread with ``(device id, message)`` for ``up/cmd-result``,
+``up/sync-req`` or ``up/rpc``. Raise a ``device.protocol.MessageError`` to refuse the message (it
+is logged and acknowledged); any other exception is a storage failure (nothing acknowledged, the
+consumer waits for the database)."""
+
+HANDLER_TOPICS = ("up/cmd-result", "up/sync-req", "up/rpc")
+DOWN_TOPICS = ("down/cmd", "down/sync", "down/rpc")
 
 ConsumerState = Literal["stopped", "connecting", "connected", "backoff", "waiting_for_database"]
 
@@ -207,6 +217,7 @@ class Consumer:
         )
         self._last_error: str | None = None
         self._last_message_at: float | None = None
+        self._handlers: dict[str, ServerHandler] = {}
 
     def __repr__(self) -> str:
         return f"Consumer(client_id={self.client_id!r}, state={self._state!r})"
@@ -250,6 +261,42 @@ class Consumer:
         self._state = "stopped"
 
     close = stop
+
+    def add_handler(self, suffix: str, handler: ServerHandler) -> None:
+        """Handle ``up/cmd-result``, ``up/sync-req`` or ``up/rpc`` (register before start)."""
+        if suffix not in HANDLER_TOPICS:
+            raise ValueError(f"no handler topic {suffix!r}; known: {', '.join(HANDLER_TOPICS)}")
+        if self._thread is not None:
+            raise ServerError("add handlers before start()")
+        self._handlers[suffix] = handler
+
+    def publish(
+        self,
+        device: str,
+        suffix: str,
+        payload: bytes,
+        *,
+        properties: Properties | None = None,
+        qos: int = 1,
+        response_topic: str | None = None,
+    ) -> bool:
+        """Publish on ``device``'s ``down/cmd``, ``down/sync`` or ``down/rpc`` (or, for an rpc
+        answer, on ``response_topic``, which must be that device's ``down/rpc``).
+
+        Safe from any thread. Returns False when not connected (nothing queued).
+        """
+        name = topic(device, suffix)
+        if suffix not in DOWN_TOPICS:
+            raise ValueError(f"cannot publish on {suffix!r}; allowed: {', '.join(DOWN_TOPICS)}")
+        if response_topic is not None:
+            if response_topic != name:
+                raise ValueError("a response topic must be the device's own down/ topic")
+            name = response_topic
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        info = client.publish(name, payload, qos=qos, properties=properties)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     @property
     def connected(self) -> bool:
@@ -429,8 +476,8 @@ class Consumer:
             self._on_events(client, device, bytes(message.payload))
         elif suffix == "up/state":
             self._on_state(device, bytes(message.payload))
-        elif suffix in ("up/cmd-result", "up/sync-req", "up/rpc"):
-            log.debug("device %s: %s not handled by this server version; dropped", device, suffix)
+        elif suffix in HANDLER_TOPICS:
+            self._on_handled(device, suffix, message)
         else:
             self._reject(device, f"unknown topic suffix {suffix[:64]!r}", None)
 
@@ -481,6 +528,16 @@ class Consumer:
             client.publish(topic(device, "down/ack"), encode(Ack(seq=result.ack)), qos=1)
             with self._lock:
                 self._counts["acks_sent"] += 1
+
+    def _on_handled(self, device: str, suffix: str, message: mqtt.MQTTMessage) -> None:
+        handler = self._handlers.get(suffix)
+        if handler is None:
+            log.debug("device %s: nothing handles %s in this server; dropped", device, suffix)
+            return
+        try:
+            self._storage(device, lambda: handler(device, message))
+        except (MessageError, DeviceMismatchError) as err:
+            self._reject(device, suffix, err)
 
     def _on_state(self, device: str, payload: bytes) -> None:
         try:

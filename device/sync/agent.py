@@ -54,6 +54,13 @@ REFUSED_HINTS = {
 DownHandler = Callable[[mqtt.MQTTMessage], None]
 """Called in the agent's thread with a message from ``down/cmd``, ``down/sync`` or ``down/rpc``."""
 
+ConnectHook = Callable[[], None]
+"""Called in the agent's thread after every successful connect, once subscriptions are sent
+(e.g. to ask for document versions newer than the store's)."""
+
+PUBLISH_TOPICS = ("up/cmd-result", "up/sync-req", "up/rpc")
+"""What :meth:`SyncAgent.publish` may send; ``up/events`` and ``up/state`` are the agent's own."""
+
 
 @dataclass(frozen=True)
 class SyncHealth:
@@ -107,6 +114,7 @@ class SyncAgent:
         self._floor = clock_floor
         self._backoff = Backoff(config.backoff_min_s, config.backoff_max_s, rng)
         self._handlers: dict[str, DownHandler] = {}
+        self._connect_hooks: list[ConnectHook] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -156,6 +164,40 @@ class SyncAgent:
         if self._running:
             raise SyncError("add handlers before start(): subscriptions are made on connect")
         self._handlers[topic(self._device_id, suffix)] = handler
+
+    def add_connect_hook(self, hook: ConnectHook) -> None:
+        """Run ``hook`` in the agent's thread after every connect (register before start)."""
+        if self._running:
+            raise SyncError("add connect hooks before start()")
+        self._connect_hooks.append(hook)
+
+    def publish(
+        self,
+        suffix: str,
+        payload: bytes,
+        *,
+        properties: Properties | None = None,
+        qos: int = 1,
+    ) -> bool:
+        """Publish ``payload`` on this device's ``suffix`` topic now, if connected.
+
+        For ``up/cmd-result``, ``up/sync-req`` and ``up/rpc``; safe from any thread (paho queues
+        it for the agent's loop). Returns False when there is no connection: nothing is queued,
+        the caller decides (events that must not be lost belong in the outbox instead).
+        """
+        if suffix not in PUBLISH_TOPICS:
+            raise ValueError(f"cannot publish on {suffix!r}; allowed: {', '.join(PUBLISH_TOPICS)}")
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        info = client.publish(
+            topic(self._device_id, suffix), payload, qos=qos, properties=properties
+        )
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    @property
+    def device_id(self) -> str:
+        return self._device_id
 
     def notify(self) -> None:
         """New events are in the outbox: send them now rather than at the next poll."""
@@ -384,6 +426,11 @@ class SyncAgent:
         self._last_progress = self._clock.monotonic()
         self._warned_no_subscribers = False
         self._wake.set()
+        for hook in self._connect_hooks:
+            try:
+                hook()
+            except Exception as err:  # a hook bug must not stop the sync of events
+                log.exception("connect hook failed: %s", type(err).__name__)
 
     def _on_disconnect(
         self,
