@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import select as selectmod
 import socket
 import ssl
 import threading
@@ -34,15 +35,17 @@ from device.protocol import (
     MAX_SEQ,
     TOPIC_ROOT,
     Ack,
+    EventBatch,
     MessageError,
     OversizeError,
     SchemaError,
     encode,
+    parse_events,
     topic,
     valid_device_id,
 )
 from sync_server.errors import DeviceMismatchError, ServerError
-from sync_server.ingest import record_state, store_events_payload
+from sync_server.ingest import BatchResult, ingest_batches, record_state
 from sync_server.models import Device
 
 __all__ = [
@@ -62,6 +65,12 @@ log = logging.getLogger(__name__)
 MAX_STATE_BYTES = 4096
 LOOP_TIMEOUT_S = 0.05
 CONNACK_TIMEOUT_S = 10.0
+GROUP_MAX_BATCHES = 64
+"""At most this many ``up/events`` messages are stored in one transaction (group commit)."""
+GROUP_MAX_EVENTS = 20_000
+RECEIVE_MAXIMUM = 128
+"""MQTT v5 Receive Maximum: unacknowledged messages the broker may have out to this consumer,
+which is what lets a group form while the previous one commits."""
 
 ServerHandler = Callable[[str, mqtt.MQTTMessage], None]
 """Called in the consumer's thread with ``(device id, message)`` for ``up/cmd-result``,
@@ -85,6 +94,15 @@ class ConsumerClosedError(ServerError, RuntimeError):
 
 class _StorageFailed(ServerError, RuntimeError):
     """The database refused a write; nothing of the message may be acknowledged."""
+
+
+@dataclass(frozen=True)
+class _Received:
+    """A parsed ``up/events`` message waiting for its group's commit (then PUBACK)."""
+
+    mid: int
+    qos: int
+    batch: EventBatch
 
 
 @dataclass(frozen=True)
@@ -218,6 +236,8 @@ class Consumer:
         self._last_error: str | None = None
         self._last_message_at: float | None = None
         self._handlers: dict[str, ServerHandler] = {}
+        self._group: list[_Received] = []
+        self._group_events = 0
 
     def __repr__(self) -> str:
         return f"Consumer(client_id={self.client_id!r}, state={self._state!r})"
@@ -363,6 +383,7 @@ class Consumer:
         self._client = client
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self._broker.session_expiry_s
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         try:
             client.connect(
                 self._broker.host,
@@ -384,9 +405,16 @@ class Consumer:
                         self.client_id,
                     )
                     break
-                if client.loop(timeout=LOOP_TIMEOUT_S) != mqtt.MQTT_ERR_SUCCESS:
+                waiting = bool(self._group)
+                if client.loop(timeout=0.0 if waiting else LOOP_TIMEOUT_S) != mqtt.MQTT_ERR_SUCCESS:
                     break
+                if self._group and not _more_to_read(client):
+                    self._flush(client)
         finally:
+            if self._group and not self._storage_failed:
+                self._flush(client)  # stored even if the acks can no longer be sent
+            self._group.clear()
+            self._group_events = 0
             if client.is_connected():
                 client.disconnect(properties=self._goodbye_properties())
                 client.loop(timeout=LOOP_TIMEOUT_S)
@@ -460,26 +488,28 @@ class Consumer:
             return  # not acked: redelivered from the session after the database is back
         self._last_message_at = self._clock()
         try:
-            self._dispatch(client, message)
+            queued = self._dispatch(client, message)
         except _StorageFailed:
             return
-        if message.qos > 0:
+        if not queued and message.qos > 0:
             client.ack(message.mid, message.qos)
 
-    def _dispatch(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+    def _dispatch(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> bool:
+        """Handle ``message``; True when it joined the group (acked after the group commits)."""
         where = _split_topic(message.topic)
         if where is None:
             self._reject("?", "message on a topic outside linli/v1/dev/{id}/up/", None)
-            return
+            return False
         device, suffix = where
         if suffix == "up/events":
-            self._on_events(client, device, bytes(message.payload))
-        elif suffix == "up/state":
+            return self._on_events(client, device, message)
+        if suffix == "up/state":
             self._on_state(device, bytes(message.payload))
         elif suffix in HANDLER_TOPICS:
             self._on_handled(device, suffix, message)
         else:
             self._reject(device, f"unknown topic suffix {suffix[:64]!r}", None)
+        return False
 
     def _reject(self, device: str, why: str, err: Exception | None) -> None:
         # The payload is never logged: it may carry personal data.
@@ -507,27 +537,51 @@ class Consumer:
             )
             raise _StorageFailed(str(err)) from err
 
-    def _on_events(self, client: mqtt.Client, device: str, payload: bytes) -> None:
+    def _on_events(self, client: mqtt.Client, device: str, message: mqtt.MQTTMessage) -> bool:
         try:
-            result = self._storage(
-                device,
-                lambda: store_events_payload(self._engine, device, payload, clock=self._clock),
-            )
+            batch = parse_events(bytes(message.payload))
         except MessageError as err:
             self._reject(device, "up/events", err)
+            return False
+        if batch.device != device:
+            self._reject(device, "up/events names another device", None)
+            return False
+        self._group.append(_Received(message.mid, message.qos, batch))
+        self._group_events += len(batch.events)
+        if len(self._group) >= GROUP_MAX_BATCHES or self._group_events >= GROUP_MAX_EVENTS:
+            self._flush(client)
+        return True
+
+    def _flush(self, client: mqtt.Client) -> None:
+        """Store the group in one transaction, then PUBACK each message and send each device
+        its newest ack. A storage failure acknowledges none of them."""
+        group, self._group, self._group_events = self._group, [], 0
+        devices = sorted({item.batch.device for item in group})
+        try:
+            results: list[BatchResult] = self._storage(
+                ",".join(devices)[:200],
+                lambda: ingest_batches(
+                    self._engine, [item.batch for item in group], clock=self._clock
+                ),
+            )
+        except _StorageFailed:
             return
-        except DeviceMismatchError as err:
-            self._reject(device, "up/events names another device", err)
-            return
+        for item in group:
+            if item.qos > 0:
+                client.ack(item.mid, item.qos)
+        acks: dict[str, int] = {}
+        for result in results:
+            acks[result.device] = max(acks.get(result.device, 0), result.ack)
         with self._lock:
-            self._counts["batches"] += 1
-            self._counts["stored"] += result.stored
-            self._counts["duplicates"] += result.duplicates
-        if result.ack > 0:
-            # Also for an all-duplicate batch: the device may have lost the earlier ack.
-            client.publish(topic(device, "down/ack"), encode(Ack(seq=result.ack)), qos=1)
-            with self._lock:
-                self._counts["acks_sent"] += 1
+            self._counts["batches"] += len(results)
+            self._counts["stored"] += sum(result.stored for result in results)
+            self._counts["duplicates"] += sum(result.duplicates for result in results)
+        for device, ack in acks.items():
+            if ack > 0:
+                # Also for an all-duplicate batch: the device may have lost the earlier ack.
+                client.publish(topic(device, "down/ack"), encode(Ack(seq=ack)), qos=1)
+                with self._lock:
+                    self._counts["acks_sent"] += 1
 
     def _on_handled(self, device: str, suffix: str, message: mqtt.MQTTMessage) -> None:
         handler = self._handlers.get(suffix)
@@ -583,6 +637,20 @@ class Consumer:
                 select(Device.boot, Device.state_at).where(Device.id == device)
             ).first()
         return None if row is None else (row[0], row[1])
+
+
+def _more_to_read(client: mqtt.Client) -> bool:
+    """Is another packet already waiting (TLS record buffered or bytes on the socket)?"""
+    sock = client.socket()
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = selectmod.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
 
 
 def _tls_context(ca_file: str) -> ssl.SSLContext:

@@ -10,13 +10,14 @@ overlapping batches at once. ``record_state`` applies ``up/state`` and Last Will
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -29,6 +30,7 @@ __all__ = [
     "Clock",
     "acked_seq",
     "ingest_batch",
+    "ingest_batches",
     "record_state",
     "register_device",
     "store_batch",
@@ -70,37 +72,13 @@ def _insert(conn: Connection, table: Any) -> sqlite.Insert | postgresql.Insert:
     return sqlite.insert(table)
 
 
-_INSERT_EVENTS: dict[str, Any] = {}
-
-
-def _insert_events(conn: Connection) -> Any:
-    """INSERT of one event row, ON CONFLICT DO NOTHING (a belt to the lookup's braces); built
-    once per dialect so SQLAlchemy compiles it once and runs it as executemany."""
-    name = conn.dialect.name
-    if name not in _INSERT_EVENTS:
-        _INSERT_EVENTS[name] = _insert(conn, _events).on_conflict_do_nothing(
-            index_elements=[_events.c.device_id, _events.c.seq]
-        )
-    return _INSERT_EVENTS[name]
-
-
 def _touch_device(conn: Connection, device_id: str, now: float) -> None:
     """Create the device row or move ``last_seen`` forward.
 
     On PostgreSQL the ``DO UPDATE`` locks the row until commit: this is what serialises two
     processes storing batches of the same device.
     """
-    stmt = _insert(conn, _devices).values(id=device_id, first_seen=now, last_seen=now, online=False)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_devices.c.id],
-        set_={
-            "last_seen": case(
-                (stmt.excluded.last_seen > _devices.c.last_seen, stmt.excluded.last_seen),
-                else_=_devices.c.last_seen,
-            )
-        },
-    )
-    conn.execute(stmt)
+    _run(conn, _SQL_TOUCH_DEVICE, (device_id, now, now, False))
 
 
 def register_device(engine: Engine, device_id: str, kind: str, *, clock: Clock = time.time) -> None:
@@ -139,41 +117,118 @@ def store_batch(engine: Engine, batch: EventBatch, *, clock: Clock = time.time) 
 
 def ingest_batch(engine: Engine, batch: EventBatch, *, clock: Clock = time.time) -> BatchResult:
     """:func:`store_batch` with counts: everything in one transaction, committed before return."""
+    return ingest_batches(engine, [batch], clock=clock)[0]
+
+
+def ingest_batches(
+    engine: Engine, batches: Sequence[EventBatch], *, clock: Clock = time.time
+) -> list[BatchResult]:
+    """Store several batches in ONE transaction (group commit); results in ``batches`` order.
+
+    This is what lets the consumer keep up with the broker: a commit and the per-device statements
+    are paid once per device per group instead of once per batch. Devices are handled in sorted
+    order, so two processes storing overlapping groups lock device rows in the same order and
+    cannot deadlock (PostgreSQL). Each result's ``ack`` is its device's ack after the whole group.
+    """
+    if not batches:
+        return []
     now = clock()
-    device = batch.device
+    by_device: dict[str, list[int]] = {}
+    for index, batch in enumerate(batches):
+        by_device.setdefault(batch.device, []).append(index)
+    results: list[BatchResult | None] = [None] * len(batches)
     with engine.begin() as conn:
-        _touch_device(conn, device, now)
-        # The device row is locked now (PostgreSQL: the upsert above; SQLite: BEGIN IMMEDIATE),
-        # so what is stored for this device cannot change before the commit: look it up once,
-        # then insert only the new events with one cached statement (executemany). Building a
-        # multi-VALUES insert per batch cost more than the rest of the transaction together.
-        sent = {event.seq: event.id for event in batch.events}
-        found = conn.execute(_STORED_IDS, {"device": device, "seqs": list(sent)}).all()
-        stored: dict[int, str] = {int(seq): str(event_id) for seq, event_id in found}
-        rows = [
-            {
-                "device_id": device,
-                "seq": event.seq,
-                "event_id": event.id,
-                "type": event.type,
-                "at": event.at,
-                "data": event.data,
-                "boot": batch.boot,
-                "received_at": now,
-            }
-            for event in batch.events
-            if event.seq not in stored
-        ]
-        if rows:
-            conn.execute(_insert_events(conn), rows)
-        inserted = len(rows)
-        duplicates = len(batch.events) - inserted
-        conflicts = _conflicts(device, sent, stored)
-        ack = _advance_ack(conn, device, now)
-    log.debug(
-        "device %s: %d events stored, %d duplicates, ack %d", device, inserted, duplicates, ack
-    )
-    return BatchResult(device, ack, inserted, duplicates, conflicts)
+        for device in sorted(by_device):
+            indexes = by_device[device]
+            _touch_device(conn, device, now)
+            # The device row is locked now (PostgreSQL: the upsert above; SQLite: BEGIN
+            # IMMEDIATE), so what is stored for this device cannot change before the commit:
+            # look its seqs up once, then insert only the new events in one executemany.
+            sent: dict[int, str] = {}
+            stored: dict[int, str] = {}
+            for index in indexes:
+                events = batches[index].events
+                sent.update((event.seq, event.id) for event in events)
+                # A batch is a run of seqs: one indexed range read finds what is stored.
+                low, high = min(e.seq for e in events), max(e.seq for e in events)
+                for seq, event_id in _run(conn, _SQL_STORED, (device, low, high)):
+                    if seq in sent:
+                        stored[int(seq)] = str(event_id)
+            taken = set(stored)
+            counts: list[tuple[int, int]] = []
+            rows: list[tuple[Any, ...]] = []
+            for index in indexes:
+                batch = batches[index]
+                fresh = 0
+                for event in batch.events:
+                    if event.seq in taken:
+                        continue
+                    taken.add(event.seq)
+                    fresh += 1
+                    rows.append(
+                        (
+                            device,
+                            event.seq,
+                            event.id,
+                            event.type,
+                            event.at,
+                            _json(event.data),
+                            batch.boot,
+                            now,
+                        )
+                    )
+                counts.append((fresh, len(batch.events) - fresh))
+            if rows:
+                conn.exec_driver_sql(_sql(conn, _SQL_INSERT_EVENT), rows)
+            conflicts = _conflicts(device, sent, stored)
+            ack = _advance_ack(conn, device, now)
+            for index, (fresh, duplicates) in zip(indexes, counts, strict=True):
+                results[index] = BatchResult(device, ack, fresh, duplicates, conflicts)
+                conflicts = 0  # counted once, on the device's first batch
+            log.debug(
+                "device %s: %d batches, %d events stored, ack %d",
+                device,
+                len(indexes),
+                len(rows),
+                ack,
+            )
+    return [result for result in results if result is not None]
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_json = _ENCODER.encode
+"""The ``data`` column's JSON text (``json.dumps`` with options builds an encoder per call)."""
+
+
+# The hot path of ingest speaks SQL to the DB-API driver directly (written with ``?`` and
+# turned into psycopg's ``%s`` for PostgreSQL): measured, SQLAlchemy's statement building, cache
+# keys and per-row bind processing (the JSON type) cost several times SQLite's own work.
+_SQL_TOUCH_DEVICE = (
+    "INSERT INTO devices (id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
+    "THEN excluded.last_seen ELSE devices.last_seen END"
+)
+_SQL_STORED = "SELECT seq, event_id FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?"
+_SQL_INSERT_EVENT = (
+    "INSERT INTO events (device_id, seq, event_id, type, at, data, boot, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, seq) DO NOTHING"
+)
+_SQL_ACK_ROW = (
+    "INSERT INTO device_acks (device_id, seq, updated_at) VALUES (?, 0, ?) "
+    "ON CONFLICT (device_id) DO NOTHING"
+)
+_SQL_ACK = "SELECT seq FROM device_acks WHERE device_id = ?"
+_SQL_SEQS_AFTER = "SELECT seq FROM events WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+_SQL_SET_ACK = "UPDATE device_acks SET seq = ?, updated_at = ? WHERE device_id = ?"
+
+
+def _sql(conn: Connection, statement: str) -> str:
+    return statement if conn.dialect.paramstyle == "qmark" else statement.replace("?", "%s")
+
+
+def _run(conn: Connection, statement: str, params: tuple[Any, ...]) -> list[Any]:
+    result = conn.exec_driver_sql(_sql(conn, statement), params)
+    return list(result.fetchall()) if result.returns_rows else []
 
 
 def _conflicts(device: str, sent: Mapping[int, str], stored: Mapping[int, str]) -> int:
@@ -194,24 +249,11 @@ def _conflicts(device: str, sent: Mapping[int, str], stored: Mapping[int, str]) 
 
 def _advance_ack(conn: Connection, device: str, now: float) -> int:
     """Move the ack over every stored seq that follows it without a gap (from what is stored)."""
-    conn.execute(
-        _insert(conn, _acks)
-        .values(device_id=device, seq=0, updated_at=now)
-        .on_conflict_do_nothing(index_elements=[_acks.c.device_id])
-    )
-    start = int(conn.execute(select(_acks.c.seq).where(_acks.c.device_id == device)).scalar_one())
+    _run(conn, _SQL_ACK_ROW, (device, now))
+    start = int(_run(conn, _SQL_ACK, (device,))[0][0])
     ack = start
     while True:
-        page = (
-            conn.execute(
-                select(_events.c.seq)
-                .where(_events.c.device_id == device, _events.c.seq > ack)
-                .order_by(_events.c.seq)
-                .limit(ACK_SCAN_PAGE)
-            )
-            .scalars()
-            .all()
-        )
+        page = [int(row[0]) for row in _run(conn, _SQL_SEQS_AFTER, (device, ack, ACK_SCAN_PAGE))]
         for seq in page:
             if seq != ack + 1:
                 break
@@ -219,9 +261,7 @@ def _advance_ack(conn: Connection, device: str, now: float) -> int:
         if len(page) < ACK_SCAN_PAGE or ack != page[-1]:
             break
     if ack != start:
-        conn.execute(
-            update(_acks).where(_acks.c.device_id == device).values(seq=ack, updated_at=now)
-        )
+        _run(conn, _SQL_SET_ACK, (ack, now, device))
     return ack
 
 
