@@ -76,3 +76,41 @@ def test_simultaneous_writers_store_each_event_once_and_ack_to_the_end(
     # Whichever writer committed second in a round saw both batches and acked the round's end.
     for index, (_device, _first, last) in enumerate(second):
         assert max(acks[0][index], acks[1][index]) == last
+
+
+def test_groups_naming_the_same_devices_in_opposite_orders_do_not_deadlock(
+    engine: Engine, migrated_url: str
+) -> None:
+    """Two consumers' group commits over the same twelve devices, handed over in opposite
+    orders, at the same moment, five times: on PostgreSQL row locks taken in the given order
+    would deadlock (one transaction aborted); sorted, both commit and every event is stored once."""
+    from sync_server.db import make_engine
+    from sync_server.ingest import ingest_batches
+    from tests.server.helpers import batch
+
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def writer(order: list[str]) -> None:
+        own = make_engine(migrated_url)
+        try:
+            for round_ in range(5):
+                seqs = range(round_ * 20 + 1, round_ * 20 + 21)
+                group = [batch(device, seqs) for device in order]
+                barrier.wait(timeout=30)
+                ingest_batches(own, group)
+        except BaseException as err:
+            failures.append(err)
+            barrier.abort()
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=writer, args=(order,)) for order in (DEVICES, DEVICES[::-1])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    for device in DEVICES:
+        assert stored_seqs(engine, device) == list(range(1, 101))
+        assert acked_seq(engine, device) == 100

@@ -177,3 +177,63 @@ def test_malformed_batch_is_refused_before_anything_is_stored(
         assert conn.execute(select(Device)).all() == []
     # ... and the next good batch is stored as usual.
     assert store_events_payload(engine, "kiosk-01", _valid_payload()).ack == 2
+
+
+def test_a_group_of_batches_is_stored_in_one_call_with_results_in_order(engine: Engine) -> None:
+    from sync_server.ingest import ingest_batches
+
+    store_batch(engine, batch("kiosk-01", range(1, 6)))
+    group = [
+        batch("locker-02", range(1, 4)),
+        batch("kiosk-01", range(8, 11)),  # beyond a gap: stored, not yet acked
+        batch("kiosk-01", range(4, 8)),  # 4-5 already stored, 6-7 fill the gap
+        batch("locker-02", range(1, 4)),  # the same batch twice in one group
+    ]
+    results = ingest_batches(engine, group)
+    assert [(r.device, r.stored, r.duplicates) for r in results] == [
+        ("locker-02", 3, 0),
+        ("kiosk-01", 3, 0),
+        ("kiosk-01", 2, 2),
+        ("locker-02", 0, 3),
+    ]
+    # Every result carries its device's ack after the whole group.
+    assert [r.ack for r in results] == [3, 10, 10, 3]
+    assert stored_seqs(engine, "kiosk-01") == list(range(1, 11))
+    assert stored_seqs(engine, "locker-02") == [1, 2, 3]
+    assert ingest_batches(engine, []) == []
+
+
+def test_a_group_that_fails_stores_nothing_of_any_batch(engine: Engine) -> None:
+    """A database trigger refuses locker-02's rows; kiosk-01's rows, inserted earlier in the same
+    transaction (devices go in sorted order), must be rolled back with them."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync_server.ingest import ingest_batches
+
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON events "
+                    "WHEN NEW.device_id = 'locker-02' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF NEW.device_id = 'locker-02' THEN RAISE EXCEPTION 'refused'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON events "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+    with pytest.raises(SQLAlchemyError, match="refused"):
+        ingest_batches(engine, [batch("locker-02", [1]), batch("kiosk-01", range(1, 4))])
+    assert stored_seqs(engine, "kiosk-01") == []
+    assert acked_seq(engine, "kiosk-01") == 0
