@@ -191,6 +191,9 @@ def render_mosquitto_conf(files: SiteFiles, options: ListenerOptions) -> str:
         "allow_anonymous false",
         f"password_file {files.passwd}",
         f"acl_file {files.acl}",
+        # Small packets (PUBACK, down/ack) go out at once: with Nagle's algorithm an ack waited
+        # ~40 ms for the peer's delayed TCP ACK, which dominated an offline device's drain.
+        "set_tcp_nodelay true",
         "",
     ]
     if options.run_as:

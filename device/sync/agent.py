@@ -6,9 +6,11 @@ queue never matters: the outbox in SQLite is the queue). See docs/sync-agent.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -323,6 +325,7 @@ class SyncAgent:
         except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
             self._failed(f"cannot connect to {config.host}:{config.port}: {err}")
             return
+        _no_delay(client)
         deadline = time.monotonic() + CONNACK_TIMEOUT_S
         try:
             while not self._stop.is_set() and not self._session_over:
@@ -573,6 +576,15 @@ def _password(config: SyncSection) -> str:
     if not password:
         raise ConfigError(f"sync.password_file: {path} is empty")
     return password
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """TCP_NODELAY: paho writes each packet whole, and Nagle's algorithm would hold a small one
+    (PUBACK, ack) until the peer's delayed ACK, ~40 ms, whenever earlier data is unacknowledged."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # an SSLSocket is one too
+        with contextlib.suppress(OSError):  # not TCP: nothing to tune
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _tls_context(ca_file: str) -> ssl.SSLContext:
