@@ -232,3 +232,60 @@ def _problems(err: ValidationError) -> str:
         parts.append(f"{where}: {problem['msg']}")
     more = err.error_count() - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+# ------------------------------------------------------------------ request/response (docs/rpc.md)
+
+MAX_RPC_BYTES = 64 * 1024
+"""An ``up/rpc`` request or a ``down/rpc`` answer is at most 64 KiB: lookups, not transfers."""
+MAX_RPC_METHOD_LENGTH = 64
+MAX_RPC_ERROR_MESSAGE_LENGTH = 512
+RPC_METHOD_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+"""``area.name`` (``sys.ping``, ``residents.lookup``): lower case, at least two dotted parts."""
+RPC_ERROR_CODE_PATTERN = r"^[a-z][a-z0-9-]*$"
+"""``bad-request``, ``unknown-method``, ``internal``... (the server's codes are in docs/rpc.md)."""
+
+RpcMethodName = Annotated[
+    str, Field(min_length=3, max_length=MAX_RPC_METHOD_LENGTH, pattern=RPC_METHOD_PATTERN)
+]
+
+
+class RpcRequest(_Message):
+    """``up/rpc``: call ``method`` with ``params``. The answer goes to the MQTT v5 response topic
+    (always the device's own ``down/rpc``) with the request's correlation data."""
+
+    method: RpcMethodName
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RpcErrorInfo(_Message):
+    """Why a call failed: a stable ``code`` for programs, a ``message`` for the technician's log."""
+
+    code: Annotated[str, Field(min_length=1, max_length=64, pattern=RPC_ERROR_CODE_PATTERN)]
+    message: Annotated[str, Field(max_length=MAX_RPC_ERROR_MESSAGE_LENGTH)]
+
+
+class RpcResponse(_Message):
+    """``down/rpc``: ``{ok: true, result}`` or ``{ok: false, error: {code, message}}``."""
+
+    ok: bool
+    result: Any = None
+    error: RpcErrorInfo | None = None
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> RpcResponse:
+        if self.ok and self.error is not None:
+            raise ValueError("an ok answer carries no error")
+        if not self.ok and self.error is None:
+            raise ValueError("a failed answer needs error {code, message}")
+        if not self.ok and self.result is not None:
+            raise ValueError("a failed answer carries no result")
+        return self
+
+
+def parse_rpc_request(payload: bytes) -> RpcRequest:
+    return _parse(payload, "up/rpc", MAX_RPC_BYTES, RpcRequest)
+
+
+def parse_rpc_response(payload: bytes) -> RpcResponse:
+    return _parse(payload, "down/rpc", MAX_RPC_BYTES, RpcResponse)

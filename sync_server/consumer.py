@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import random
 import select as selectmod
 import socket
@@ -107,6 +108,16 @@ class _Received:
 
 
 @dataclass(frozen=True)
+class _Outgoing:
+    """A :meth:`Consumer.publish` from another thread, for the consumer's thread to send."""
+
+    topic: str
+    payload: bytes
+    properties: Properties | None
+    qos: int
+
+
+@dataclass(frozen=True)
 class BrokerSettings:
     """Where the broker is and how long it keeps the consumer's session while it is away.
 
@@ -135,6 +146,7 @@ class ConsumerHealth:
     stored: int
     duplicates: int
     acks_sent: int
+    connects: int  # successful CONNACKs since start: more than one means the link was lost
     states: int
     rejected: int
     storage_errors: int
@@ -232,11 +244,23 @@ class Consumer:
         self._storage_failed = False
         self._failures = 0
         self._counts = dict.fromkeys(
-            ("batches", "stored", "duplicates", "acks_sent", "states", "rejected", "storage"), 0
+            (
+                "batches",
+                "stored",
+                "duplicates",
+                "acks_sent",
+                "connects",
+                "states",
+                "rejected",
+                "storage",
+            ),
+            0,
         )
         self._last_error: str | None = None
         self._last_message_at: float | None = None
         self._handlers: dict[str, ServerHandler] = {}
+        self._outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
+        self._loop_thread: int | None = None
         self._group: list[_Received] = []
         self._group_events = 0
 
@@ -262,6 +286,7 @@ class Consumer:
 
     def run(self) -> None:
         """Consume in the calling thread until ``stop()``."""
+        self._loop_thread = threading.get_ident()
         log.info("consumer %s: starting, subscribing %s", self.client_id, self._subscription)
         while not self._stop.is_set():
             if self._storage_failed and not self._database_ok():
@@ -304,7 +329,9 @@ class Consumer:
         """Publish on ``device``'s ``down/cmd``, ``down/sync`` or ``down/rpc`` (or, for an rpc
         answer, on ``response_topic``, which must be that device's ``down/rpc``).
 
-        Safe from any thread. Returns False when not connected (nothing queued).
+        Safe from any thread: from another thread the message is handed to the consumer's
+        thread, which sends it within ``LOOP_TIMEOUT_S``; one handed over as the connection
+        drops is discarded. Returns False when not connected (nothing queued).
         """
         name = topic(device, suffix)
         if suffix not in DOWN_TOPICS:
@@ -316,8 +343,13 @@ class Consumer:
         client = self._client
         if client is None or not self._connected:
             return False
-        info = client.publish(name, payload, qos=qos, properties=properties)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        if threading.get_ident() == self._loop_thread:  # a handler: paho is ours here
+            info = client.publish(name, payload, qos=qos, properties=properties)
+            return info.rc == mqtt.MQTT_ERR_SUCCESS
+        # loop() is driven by hand, so paho's publish() from this thread would write the TLS
+        # socket at the same time as the consumer's thread and corrupt the stream: hand it over.
+        self._outgoing.put(_Outgoing(name, payload, properties, qos))
+        return True
 
     @property
     def connected(self) -> bool:
@@ -334,6 +366,7 @@ class Consumer:
             stored=counts["stored"],
             duplicates=counts["duplicates"],
             acks_sent=counts["acks_sent"],
+            connects=counts["connects"],
             states=counts["states"],
             rejected=counts["rejected"],
             storage_errors=counts["storage"],
@@ -378,6 +411,7 @@ class Consumer:
 
     def _session(self) -> None:
         """One connection, from CONNECT to its end (stop, broker gone, or storage failure)."""
+        self._drop_outgoing()  # a publish() racing the end of the last connection
         self._state = "connecting"
         self._session_over = False
         client = self._new_client()
@@ -412,6 +446,8 @@ class Consumer:
                     break
                 if self._group and not _more_to_read(client):
                     self._flush(client)
+                if self._connected:
+                    self._send_outgoing(client)
         finally:
             if self._group and not self._storage_failed:
                 self._flush(client)  # stored even if the acks can no longer be sent
@@ -422,6 +458,30 @@ class Consumer:
                 client.loop(timeout=LOOP_TIMEOUT_S)
             self._connected = False
             self._client = None
+            self._drop_outgoing()
+
+    def _send_outgoing(self, client: mqtt.Client) -> None:
+        while True:
+            try:
+                item = self._outgoing.get_nowait()
+            except queue.Empty:
+                return
+            info = client.publish(
+                item.topic, item.payload, qos=item.qos, properties=item.properties
+            )
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                log.debug("publish on %s not queued by paho (%s)", item.topic, info.rc)
+
+    def _drop_outgoing(self) -> None:
+        dropped = 0
+        while True:
+            try:
+                self._outgoing.get_nowait()
+            except queue.Empty:
+                break
+            dropped += 1
+        if dropped:
+            log.info("connection ended: %d message(s) handed to publish() not sent", dropped)
 
     def _goodbye_properties(self) -> Properties | None:
         """On ``stop()`` end the session: a stopped member of the share group that keeps its
@@ -449,6 +509,8 @@ class Consumer:
             return
         client.subscribe(self._subscription, qos=1)
         self._connected = True
+        with self._lock:
+            self._counts["connects"] += 1
         self._state = "connected"
         if self._failures:
             log.warning(

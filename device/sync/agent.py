@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import random
 import socket
 import ssl
@@ -80,6 +81,16 @@ class SyncHealth:
     blocked_seq: int | None  # an event that can never be sent (see docs/sync-agent.md)
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    """A :meth:`SyncAgent.publish` from another thread, for the agent's thread to send."""
+
+    topic: str
+    payload: bytes
+    properties: Properties | None
+    qos: int
+
+
 @dataclass
 class _Batch:
     first: int
@@ -116,6 +127,8 @@ class SyncAgent:
         self._floor = clock_floor
         self._backoff = Backoff(config.backoff_min_s, config.backoff_max_s, rng)
         self._handlers: dict[str, DownHandler] = {}
+        self._outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
+        self._loop_thread: int | None = None
         self._connect_hooks: list[ConnectHook] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -183,19 +196,25 @@ class SyncAgent:
     ) -> bool:
         """Publish ``payload`` on this device's ``suffix`` topic now, if connected.
 
-        For ``up/cmd-result``, ``up/sync-req`` and ``up/rpc``; safe from any thread (paho queues
-        it for the agent's loop). Returns False when there is no connection: nothing is queued,
-        the caller decides (events that must not be lost belong in the outbox instead).
+        For ``up/cmd-result``, ``up/sync-req`` and ``up/rpc``; safe from any thread: from
+        another thread the message is handed to the agent's thread, which sends it within
+        ``LOOP_TIMEOUT_S``. Returns False when there is no connection: nothing is queued, the
+        caller decides (events that must not be lost belong in the outbox instead). A message
+        handed over when the connection drops is discarded.
         """
         if suffix not in PUBLISH_TOPICS:
             raise ValueError(f"cannot publish on {suffix!r}; allowed: {', '.join(PUBLISH_TOPICS)}")
         client = self._client
         if client is None or not self._connected:
             return False
-        info = client.publish(
-            topic(self._device_id, suffix), payload, qos=qos, properties=properties
-        )
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        name = topic(self._device_id, suffix)
+        if threading.get_ident() == self._loop_thread:  # a handler or hook: paho is ours here
+            info = client.publish(name, payload, qos=qos, properties=properties)
+            return info.rc == mqtt.MQTT_ERR_SUCCESS
+        # loop() is driven by hand, so paho's publish() from this thread would write the TLS
+        # socket at the same time as the agent's thread and corrupt the stream.
+        self._outgoing.put(_Outgoing(name, payload, properties, qos))
+        return True
 
     @property
     def device_id(self) -> str:
@@ -264,6 +283,7 @@ class SyncAgent:
         self._running = True
 
     def _run(self) -> None:
+        self._loop_thread = threading.get_ident()
         try:
             while not self._stop.is_set():
                 if not self._clock_sane():
@@ -303,6 +323,7 @@ class SyncAgent:
 
     def _session(self) -> None:
         """One connection, from attempt to loss (or stop)."""
+        self._drop_outgoing()  # a publish() racing the end of the last connection
         client = self._new_client()
         self._client = client
         self._connected = False
@@ -331,6 +352,7 @@ class SyncAgent:
             while not self._stop.is_set() and not self._session_over:
                 rc = client.loop(timeout=LOOP_TIMEOUT_S)
                 if self._connected:
+                    self._send_outgoing(client)
                     self._pump(client)
                 elif rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
                     if not self._session_over:
@@ -343,6 +365,7 @@ class SyncAgent:
                 client.disconnect()
             self._connected = False
             self._client = None
+            self._drop_outgoing()
 
     def _new_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -537,6 +560,29 @@ class SyncAgent:
             self._stop.set()
         except StoreError as err:
             log.warning("could not read the outbox (will retry): %s", err)
+
+    def _send_outgoing(self, client: mqtt.Client) -> None:
+        while True:
+            try:
+                item = self._outgoing.get_nowait()
+            except queue.Empty:
+                return
+            info = client.publish(
+                item.topic, item.payload, qos=item.qos, properties=item.properties
+            )
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                log.debug("publish on %s not queued by paho (%s)", item.topic, info.rc)
+
+    def _drop_outgoing(self) -> None:
+        dropped = 0
+        while True:
+            try:
+                self._outgoing.get_nowait()
+            except queue.Empty:
+                break
+            dropped += 1
+        if dropped:
+            log.info("connection ended: %d message(s) handed to publish() not sent", dropped)
 
     def _fill_window(self, client: mqtt.Client) -> None:
         while len(self._inflight) < self._config.max_inflight:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,46 @@ def test_a_database_failure_acks_nothing_and_everything_arrives_after_it(
         sa_event.remove(engine, "before_cursor_execute", fail)
     assert exactly_once(engine, "dev-a", 80)
     assert consumer.health().storage_errors >= 1
+
+
+def test_publishing_from_other_threads_while_consuming_keeps_the_link(
+    broker: MosquittoTestBroker,
+    engine: Engine,
+    make_consumer: MakeConsumer,
+    make_device: MakeDevice,
+) -> None:
+    """Two threads call ``Consumer.publish`` every 2 ms while a device syncs: paho's publish from
+    a foreign thread used to write the TLS socket concurrently with the consumer's loop and
+    break the connection; now the consumer's thread sends them and the link survives."""
+    import threading
+
+    consumer = make_consumer()
+    device = make_device("dev-a", batch_size=20)
+    with broker.client("dev-b") as listener:
+        listener.subscribe(topic("dev-b", "down/sync"))
+        stop = threading.Event()
+        sent: list[int] = []
+
+        def publisher(n: int) -> None:
+            count = 0
+            while not stop.is_set():
+                payload = json_bytes({"probe": n, "count": count})
+                assert consumer.publish("dev-b", "down/sync", payload)
+                count += 1
+                time.sleep(0.002)
+            sent.append(count)
+
+        threads = [threading.Thread(target=publisher, args=(n,)) for n in (1, 2)]
+        for thread in threads:
+            thread.start()
+        for _ in range(10):
+            device.emit(30)
+            time.sleep(0.2)
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+        wait_for(device.drained, what="the outbox to drain")
+        first = json.loads(listener.expect_message().payload)
+    assert exactly_once(engine, "dev-a", 300)
+    assert sum(sent) > 100 and "probe" in first
+    assert consumer.health().connects == 1, "the consumer lost its broker connection"
