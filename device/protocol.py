@@ -8,6 +8,7 @@ messages name the field and the problem but never echo payload values (they may 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -225,10 +226,28 @@ def _short(err: ValueError) -> str:
     return str(err).split(":")[0][:120]
 
 
+@functools.cache
+def _field_names() -> frozenset[str]:
+    """Every field name of the protocol's messages (and pydantic's union tags)."""
+    names: set[str] = {"delta", "snapshot", "function-after", "list", "dict"}
+    pending: list[type[BaseModel]] = [_Message]
+    while pending:
+        model = pending.pop()
+        names.update(model.model_fields)
+        pending.extend(model.__subclasses__())
+    return frozenset(names)
+
+
 def _problems(err: ValidationError) -> str:
     parts = []
+    names = _field_names()
     for problem in err.errors(include_url=False, include_input=False, include_context=False)[:5]:
-        where = ".".join(str(p) for p in problem["loc"]) or "(message)"
+        # A location part that is not a field name is payload text (a dict key, an unexpected
+        # field's name) and may be personal data: error messages end up in logs.
+        where = ".".join(
+            str(p) if isinstance(p, int) or p in names else "<key>" for p in problem["loc"]
+        )
+        where = where or "(message)"
         parts.append(f"{where}: {problem['msg']}")
     more = err.error_count() - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

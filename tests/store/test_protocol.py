@@ -178,3 +178,25 @@ def test_ack_round_trip(seq: int) -> None:
 
 def test_event_batch_model_is_exported() -> None:
     assert EventBatch.model_json_schema()["title"] == "EventBatch"
+
+
+def test_schema_errors_never_quote_payload_keys() -> None:
+    """An unexpected field's name (here an ID number) is payload text: the error, which is
+    logged, names where the problem is as ``<key>`` instead."""
+    import json as _json
+
+    from device.protocol import SchemaError as _SchemaError
+    from device.protocol import parse_events as _parse_events
+
+    secret = "110101199003077777"
+    payload = _json.dumps(
+        {
+            "device": "d",
+            "boot": 1,
+            "events": [{"seq": 1, "id": "a" * 32, "type": "x", "at": 1.0, "data": {}, secret: 1}],
+        }
+    ).encode()
+    with pytest.raises(_SchemaError) as caught:
+        _parse_events(payload)
+    assert secret not in str(caught.value)
+    assert "events.0.<key>" in str(caught.value)
