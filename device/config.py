@@ -135,6 +135,13 @@ class SyncSection(_Section):
     backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     # How often the outbox is checked for events written by other processes (notify() is instant).
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # The server's command keys: one Ed25519 public key per file, named KID.pem. None there: the
+    # device takes no commands (down/cmd is not even subscribed).
+    server_keys_dir: str = "/etc/linli/keys/server"
+    # Clock-skew margin for a command's issue and expiry times.
+    command_skew_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # How often document versions are asked for besides at every connect.
+    documents_interval_s: Annotated[float, Field(ge=5, le=86400)] = 60.0
 
     # Field validators (not a model validator): an error then echoes one value, never the password.
     @field_validator("password_file")

@@ -9,7 +9,19 @@ import click
 
 from device.errors import LinliError
 from device.privacy import install_redaction
-from linli.commands import a4, bench, certificate, idcard, pcsc, provision, scan, server, sim, watch
+from linli.commands import (
+    a4,
+    bench,
+    certificate,
+    idcard,
+    pcsc,
+    provision,
+    scan,
+    server,
+    sim,
+    sync,
+    watch,
+)
 from linli.commands import escpos as escpos_commands
 
 
@@ -34,6 +46,7 @@ cli.add_command(escpos_commands.escpos)
 cli.add_command(certificate.certificate)
 cli.add_command(provision.provision)
 cli.add_command(server.server)
+cli.add_command(sync.sync)
 
 
 def main() -> None:

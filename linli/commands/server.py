@@ -11,11 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy import Engine
 
+from device.credential import CredentialKeyError, SigningKey, load_signing_key
 from device.errors import LinliError
+from sync_server.commands import CommandIssuer
 from sync_server.consumer import BrokerSettings, Consumer
 from sync_server.db import open_database
+from sync_server.documents import DocumentServer
 from sync_server.errors import ServerError
+from sync_server.rpc import RpcServer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,57 @@ def _site_server_user(site: Path) -> str:
     if len(users) != 1:
         raise ServerCommandError(f"{site}/accounts.json: expected one server account")
     return str(users[0])
+
+
+def _command_key(path: Path | None, kid: str | None) -> SigningKey | None:
+    if path is None and kid is None:
+        return None
+    if path is None or not kid:
+        raise click.UsageError("give --command-key and --command-kid together")
+    try:
+        return load_signing_key(path, kid)
+    except CredentialKeyError as err:
+        raise ServerCommandError(str(err)) from err
+
+
+def _consumer(
+    *,
+    db_url: str,
+    site: Path | None,
+    broker_host: str,
+    broker_port: int,
+    ca: Path | None,
+    user: str | None,
+    password_file: Path,
+    client_id: str | None,
+) -> tuple[Engine, Consumer]:
+    """The database and a consumer with the document and rpc handlers (not started)."""
+    ca = ca or (site / "ca.crt" if site else None)
+    user = user or (_site_server_user(site) if site else None)
+    if ca is None or user is None:
+        raise click.UsageError("give --site, or both --ca and --user")
+    password = password_file.read_text(encoding="utf-8").strip()
+    try:
+        engine = open_database(db_url)
+    except ServerError as err:  # the server's errors are not LinliErrors: say them plainly
+        raise ServerCommandError(str(err)) from err
+    try:
+        consumer = Consumer(
+            engine,
+            BrokerSettings(host=broker_host, port=broker_port),
+            user=user,
+            password=password,
+            ca_file=ca,
+            client_id=client_id,
+        )
+    except ServerError as err:
+        engine.dispose()
+        raise ServerCommandError(str(err)) from err
+    documents = DocumentServer(engine, publish=consumer.publish)
+    consumer.add_handler("up/sync-req", documents.handle_request)
+    rpc = RpcServer(consumer.publish)
+    consumer.add_handler("up/rpc", rpc.handle)
+    return engine, consumer
 
 
 @server.command("run")
@@ -88,6 +144,13 @@ def _site_server_user(site: Path) -> str:
     help="MQTT client id (default: linli-server-HOST-PID; unique per process).",
 )
 @click.option(
+    "--command-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Ed25519 private key (PEM) that signs down/cmd commands; enables command results.",
+)
+@click.option("--command-kid", default=None, help="Key id of --command-key (what devices know).")
+@click.option(
     "--duration", type=float, default=None, help="Stop after this many seconds (tests, demos)."
 )
 def run(
@@ -100,30 +163,28 @@ def run(
     user: str | None,
     password_file: Path,
     client_id: str | None,
+    command_key: Path | None,
+    command_kid: str | None,
     duration: float | None,
 ) -> None:
-    """Consume up/# through the shared subscription until SIGTERM or Ctrl-C."""
-    ca = ca or (site / "ca.crt" if site else None)
-    user = user or (_site_server_user(site) if site else None)
-    if ca is None or user is None:
-        raise click.UsageError("give --site, or both --ca and --user")
-    password = password_file.read_text(encoding="utf-8").strip()
-    try:
-        engine = open_database(db_url)
-    except ServerError as err:  # the server's errors are not LinliErrors: say them plainly
-        raise ServerCommandError(str(err)) from err
-    try:
-        consumer = Consumer(
-            engine,
-            BrokerSettings(host=broker_host, port=broker_port),
-            user=user,
-            password=password,
-            ca_file=ca,
-            client_id=client_id,
-        )
-    except ServerError as err:
-        engine.dispose()
-        raise ServerCommandError(str(err)) from err
+    """Consume up/# through the shared subscription until SIGTERM or Ctrl-C.
+
+    Also answers up/sync-req with document versions (docs/documents.md) and up/rpc
+    (docs/rpc.md), and, with --command-key, records up/cmd-result (docs/commands.md).
+    """
+    issuer_key = _command_key(command_key, command_kid)
+    engine, consumer = _consumer(
+        db_url=db_url,
+        site=site,
+        broker_host=broker_host,
+        broker_port=broker_port,
+        ca=ca,
+        user=user,
+        password_file=password_file,
+        client_id=client_id,
+    )
+    if issuer_key is not None:
+        CommandIssuer(engine, issuer_key).attach(consumer)
     stop = threading.Event()
 
     def _stop(*_args: Any) -> None:
