@@ -9,10 +9,8 @@ publishes everything unacked again after its ``ack_timeout_s``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
 import random
 import select as selectmod
 import socket
@@ -33,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from device.mqtt_io import PublishHandOff, set_no_delay
 from device.protocol import (
     MAX_SEQ,
     TOPIC_ROOT,
@@ -105,16 +104,6 @@ class _Received:
     mid: int
     qos: int
     batch: EventBatch
-
-
-@dataclass(frozen=True)
-class _Outgoing:
-    """A :meth:`Consumer.publish` from another thread, for the consumer's thread to send."""
-
-    topic: str
-    payload: bytes
-    properties: Properties | None
-    qos: int
 
 
 @dataclass(frozen=True)
@@ -259,8 +248,7 @@ class Consumer:
         self._last_error: str | None = None
         self._last_message_at: float | None = None
         self._handlers: dict[str, ServerHandler] = {}
-        self._outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
-        self._loop_thread: int | None = None
+        self._handoff = PublishHandOff()
         self._group: list[_Received] = []
         self._group_events = 0
 
@@ -286,7 +274,7 @@ class Consumer:
 
     def run(self) -> None:
         """Consume in the calling thread until ``stop()``."""
-        self._loop_thread = threading.get_ident()
+        self._handoff.claim()
         log.info("consumer %s: starting, subscribing %s", self.client_id, self._subscription)
         while not self._stop.is_set():
             if self._storage_failed and not self._database_ok():
@@ -343,13 +331,7 @@ class Consumer:
         client = self._client
         if client is None or not self._connected:
             return False
-        if threading.get_ident() == self._loop_thread:  # a handler: paho is ours here
-            info = client.publish(name, payload, qos=qos, properties=properties)
-            return info.rc == mqtt.MQTT_ERR_SUCCESS
-        # loop() is driven by hand, so paho's publish() from this thread would write the TLS
-        # socket at the same time as the consumer's thread and corrupt the stream: hand it over.
-        self._outgoing.put(_Outgoing(name, payload, properties, qos))
-        return True
+        return self._handoff.publish(client, name, payload, properties=properties, qos=qos)
 
     @property
     def connected(self) -> bool:
@@ -411,7 +393,7 @@ class Consumer:
 
     def _session(self) -> None:
         """One connection, from CONNECT to its end (stop, broker gone, or storage failure)."""
-        self._drop_outgoing()  # a publish() racing the end of the last connection
+        self._handoff.drop_pending()  # a publish() racing the end of the last connection
         self._state = "connecting"
         self._session_over = False
         client = self._new_client()
@@ -431,7 +413,7 @@ class Consumer:
             self._note_error(f"cannot connect to {self._broker.host}:{self._broker.port}: {err}")
             self._client = None
             return
-        _no_delay(client)
+        set_no_delay(client)
         try:
             while not self._stop.is_set() and not self._session_over:
                 if self._storage_failed:
@@ -447,7 +429,7 @@ class Consumer:
                 if self._group and not _more_to_read(client):
                     self._flush(client)
                 if self._connected:
-                    self._send_outgoing(client)
+                    self._handoff.send_pending(client)
         finally:
             if self._group and not self._storage_failed:
                 self._flush(client)  # stored even if the acks can no longer be sent
@@ -458,30 +440,7 @@ class Consumer:
                 client.loop(timeout=LOOP_TIMEOUT_S)
             self._connected = False
             self._client = None
-            self._drop_outgoing()
-
-    def _send_outgoing(self, client: mqtt.Client) -> None:
-        while True:
-            try:
-                item = self._outgoing.get_nowait()
-            except queue.Empty:
-                return
-            info = client.publish(
-                item.topic, item.payload, qos=item.qos, properties=item.properties
-            )
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                log.debug("publish on %s not queued by paho (%s)", item.topic, info.rc)
-
-    def _drop_outgoing(self) -> None:
-        dropped = 0
-        while True:
-            try:
-                self._outgoing.get_nowait()
-            except queue.Empty:
-                break
-            dropped += 1
-        if dropped:
-            log.info("connection ended: %d message(s) handed to publish() not sent", dropped)
+            self._handoff.drop_pending()
 
     def _goodbye_properties(self) -> Properties | None:
         """On ``stop()`` end the session: a stopped member of the share group that keeps its
@@ -715,15 +674,6 @@ def _more_to_read(client: mqtt.Client) -> bool:
     except (OSError, ValueError):
         return False
     return bool(readable)
-
-
-def _no_delay(client: mqtt.Client) -> None:
-    """TCP_NODELAY: paho writes each packet whole, and Nagle's algorithm would hold a small one
-    (PUBACK, ack) until the peer's delayed ACK, ~40 ms, whenever earlier data is unacknowledged."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):  # an SSLSocket is one too
-        with contextlib.suppress(OSError):  # not TCP: nothing to tune
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _tls_context(ca_file: str) -> ssl.SSLContext:

@@ -17,13 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Table, and_, or_, select, update
 from sqlalchemy.sql.expression import ColumnElement
 
 from device.protocol import EventBatch, parse_events, valid_device_id
 from sync_server.errors import DeviceMismatchError
-from sync_server.models import Device, DeviceAck, Event
+from sync_server.models import Device, DeviceAck
 
 __all__ = [
     "BatchResult",
@@ -43,14 +42,8 @@ Clock = Callable[[], float]
 """Unix seconds now; tests pass their own."""
 
 _devices = cast(Table, Device.__table__)
-_events = cast(Table, Event.__table__)
 _acks = cast(Table, DeviceAck.__table__)
 ACK_SCAN_PAGE = 1000
-_STORED_IDS = select(_events.c.seq, _events.c.event_id).where(
-    _events.c.device_id == bindparam("device"),
-    _events.c.seq.in_(bindparam("seqs", expanding=True)),
-)
-"""Seq -> event id already stored for some of a device's seqs (one cached statement)."""
 
 
 @dataclass(frozen=True)
@@ -63,13 +56,6 @@ class BatchResult:
     stored: int
     duplicates: int
     conflicts: int
-
-
-def _insert(conn: Connection, table: Any) -> sqlite.Insert | postgresql.Insert:
-    """The dialect's INSERT, which has ON CONFLICT (both SQLite and PostgreSQL)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def _touch_device(conn: Connection, device_id: str, now: float) -> None:

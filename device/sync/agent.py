@@ -6,12 +6,9 @@ queue never matters: the outbox in SQLite is the queue). See docs/sync-agent.md.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import queue
 import random
-import socket
 import ssl
 import threading
 import time
@@ -29,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from device.clock import SYSTEM_CLOCK, Clock
 from device.config import SyncSection
 from device.errors import ConfigError
+from device.mqtt_io import PublishHandOff, set_no_delay
 from device.protocol import MAX_SYNC_BYTES, MessageError, parse_ack, topic
 from device.store import Store, StoreClosedError, StoreError
 from device.sync.backoff import Backoff
@@ -81,16 +79,6 @@ class SyncHealth:
     blocked_seq: int | None  # an event that can never be sent (see docs/sync-agent.md)
 
 
-@dataclass(frozen=True)
-class _Outgoing:
-    """A :meth:`SyncAgent.publish` from another thread, for the agent's thread to send."""
-
-    topic: str
-    payload: bytes
-    properties: Properties | None
-    qos: int
-
-
 @dataclass
 class _Batch:
     first: int
@@ -127,8 +115,7 @@ class SyncAgent:
         self._floor = clock_floor
         self._backoff = Backoff(config.backoff_min_s, config.backoff_max_s, rng)
         self._handlers: dict[str, DownHandler] = {}
-        self._outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
-        self._loop_thread: int | None = None
+        self._handoff = PublishHandOff()
         self._connect_hooks: list[ConnectHook] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -208,13 +195,7 @@ class SyncAgent:
         if client is None or not self._connected:
             return False
         name = topic(self._device_id, suffix)
-        if threading.get_ident() == self._loop_thread:  # a handler or hook: paho is ours here
-            info = client.publish(name, payload, qos=qos, properties=properties)
-            return info.rc == mqtt.MQTT_ERR_SUCCESS
-        # loop() is driven by hand, so paho's publish() from this thread would write the TLS
-        # socket at the same time as the agent's thread and corrupt the stream.
-        self._outgoing.put(_Outgoing(name, payload, properties, qos))
-        return True
+        return self._handoff.publish(client, name, payload, properties=properties, qos=qos)
 
     @property
     def device_id(self) -> str:
@@ -283,7 +264,7 @@ class SyncAgent:
         self._running = True
 
     def _run(self) -> None:
-        self._loop_thread = threading.get_ident()
+        self._handoff.claim()
         try:
             while not self._stop.is_set():
                 if not self._clock_sane():
@@ -323,7 +304,7 @@ class SyncAgent:
 
     def _session(self) -> None:
         """One connection, from attempt to loss (or stop)."""
-        self._drop_outgoing()  # a publish() racing the end of the last connection
+        self._handoff.drop_pending()  # a publish() racing the end of the last connection
         client = self._new_client()
         self._client = client
         self._connected = False
@@ -346,13 +327,13 @@ class SyncAgent:
         except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
             self._failed(f"cannot connect to {config.host}:{config.port}: {err}")
             return
-        _no_delay(client)
+        set_no_delay(client)
         deadline = time.monotonic() + CONNACK_TIMEOUT_S
         try:
             while not self._stop.is_set() and not self._session_over:
                 rc = client.loop(timeout=LOOP_TIMEOUT_S)
                 if self._connected:
-                    self._send_outgoing(client)
+                    self._handoff.send_pending(client)
                     self._pump(client)
                 elif rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
                     if not self._session_over:
@@ -365,7 +346,7 @@ class SyncAgent:
                 client.disconnect()
             self._connected = False
             self._client = None
-            self._drop_outgoing()
+            self._handoff.drop_pending()
 
     def _new_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -561,29 +542,6 @@ class SyncAgent:
         except StoreError as err:
             log.warning("could not read the outbox (will retry): %s", err)
 
-    def _send_outgoing(self, client: mqtt.Client) -> None:
-        while True:
-            try:
-                item = self._outgoing.get_nowait()
-            except queue.Empty:
-                return
-            info = client.publish(
-                item.topic, item.payload, qos=item.qos, properties=item.properties
-            )
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                log.debug("publish on %s not queued by paho (%s)", item.topic, info.rc)
-
-    def _drop_outgoing(self) -> None:
-        dropped = 0
-        while True:
-            try:
-                self._outgoing.get_nowait()
-            except queue.Empty:
-                break
-            dropped += 1
-        if dropped:
-            log.info("connection ended: %d message(s) handed to publish() not sent", dropped)
-
     def _fill_window(self, client: mqtt.Client) -> None:
         while len(self._inflight) < self._config.max_inflight:
             events = self._store.outbox.pending(self._config.batch_size, after=self._sent)
@@ -622,15 +580,6 @@ def _password(config: SyncSection) -> str:
     if not password:
         raise ConfigError(f"sync.password_file: {path} is empty")
     return password
-
-
-def _no_delay(client: mqtt.Client) -> None:
-    """TCP_NODELAY: paho writes each packet whole, and Nagle's algorithm would hold a small one
-    (PUBACK, ack) until the peer's delayed ACK, ~40 ms, whenever earlier data is unacknowledged."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):  # an SSLSocket is one too
-        with contextlib.suppress(OSError):  # not TCP: nothing to tune
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _tls_context(ca_file: str) -> ssl.SSLContext:
