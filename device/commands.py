@@ -251,7 +251,7 @@ def sign_command(
     signed; the result always fits :data:`MAX_COMMAND_BYTES` or this raises."""
     if not valid_device_id(device_id):
         raise ValueError(f"device id {device_id!r} is invalid: 1 to 64 of A-Z a-z 0-9 _ . -")
-    if not isinstance(type, str) or len(type) > MAX_TYPE_LENGTH or not COMMAND_TYPE.match(type):
+    if not isinstance(type, str) or len(type) > MAX_TYPE_LENGTH or not COMMAND_TYPE.fullmatch(type):
         raise ValueError(
             f"command type {type!r} must be a dotted lower-case name like 'locker.open' "
             f"(at most {MAX_TYPE_LENGTH} characters)"
@@ -358,7 +358,7 @@ _SAFE_KID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 def _printable(kid: str) -> str:
     """A key id for an error message: it comes from unverified bytes, so only a plain one is
     quoted (log lines must not carry arbitrary payload content)."""
-    return repr(kid) if _SAFE_KID.match(kid) else "(not a plain key id)"
+    return repr(kid) if _SAFE_KID.fullmatch(kid) else "(not a plain key id)"
 
 
 def _check_signature(sign1: _Sign1, key: VerifyKey) -> None:
@@ -389,7 +389,7 @@ def _command(sign1: _Sign1) -> Command:
     type_ = _claim(claims, CLAIM_TYPE, "type", str)
     iat = _claim(claims, _IAT, "iat", int)
     exp = _claim(claims, _EXP, "exp", int)
-    if len(type_) > MAX_TYPE_LENGTH or not COMMAND_TYPE.match(type_):
+    if len(type_) > MAX_TYPE_LENGTH or not COMMAND_TYPE.fullmatch(type_):
         raise MalformedCommandError("command type is not a dotted lower-case name")
     if not 0 < exp - iat <= MAX_TTL_S:
         raise MalformedCommandError(f"command lifetime (exp - iat) is not 1 to {MAX_TTL_S} s")

@@ -68,7 +68,7 @@ def valid_device_id(device_id: str) -> bool:
     return (
         isinstance(device_id, str)
         and 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH
-        and _DEVICE_ID.match(device_id) is not None
+        and _DEVICE_ID.fullmatch(device_id) is not None
     )
 
 

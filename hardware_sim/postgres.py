@@ -184,7 +184,7 @@ class PostgresTestServer:
     def create_database(self, name: str, template: str | None = None) -> str:
         """Create database ``name`` (optionally as a copy of ``template``) and return its URL."""
         for value in (name, template):
-            if value is not None and not _NAME.match(value):
+            if value is not None and not _NAME.fullmatch(value):
                 raise ValueError(f"database name {value!r}: use 1-63 of a-z 0-9 _")
         sql = f'CREATE DATABASE "{name}"'
         if template is not None:
@@ -195,7 +195,7 @@ class PostgresTestServer:
 
     def drop_database(self, name: str) -> None:
         """Drop ``name``, closing other sessions on it first."""
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValueError(f"database name {name!r}: use 1-63 of a-z 0-9 _")
         with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())

@@ -41,13 +41,13 @@ from device.protocol import (
     OversizeError,
     SchemaError,
     encode,
-    parse_events,
     topic,
     valid_device_id,
 )
 from sync_server.errors import DeviceMismatchError, ServerError
 from sync_server.ingest import BatchResult, ingest_batches, record_state
 from sync_server.models import Device
+from sync_server.wire import WireBatch, parse_events_fast
 
 __all__ = [
     "MAX_STATE_BYTES",
@@ -103,7 +103,7 @@ class _Received:
 
     mid: int
     qos: int
-    batch: EventBatch
+    batch: EventBatch | WireBatch
 
 
 @dataclass(frozen=True)
@@ -562,7 +562,7 @@ class Consumer:
 
     def _on_events(self, client: mqtt.Client, device: str, message: mqtt.MQTTMessage) -> bool:
         try:
-            batch = parse_events(bytes(message.payload))
+            batch = parse_events_fast(bytes(message.payload))
         except MessageError as err:
             self._reject(device, "up/events", err)
             return False

@@ -20,9 +20,10 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, and_, or_, select, update
 from sqlalchemy.sql.expression import ColumnElement
 
-from device.protocol import EventBatch, parse_events, valid_device_id
+from device.protocol import EventBatch, valid_device_id
 from sync_server.errors import DeviceMismatchError
 from sync_server.models import Device, DeviceAck
+from sync_server.wire import WireBatch, parse_events_fast, raw_text
 
 __all__ = [
     "BatchResult",
@@ -88,7 +89,7 @@ def store_events_payload(
     Raises ``device.protocol.MessageError`` (oversize, not JSON, wrong schema) or
     :class:`DeviceMismatchError` before anything is written.
     """
-    batch = parse_events(payload)
+    batch = parse_events_fast(payload)
     if batch.device != topic_device:
         raise DeviceMismatchError(
             f"up/events on the topic of device {topic_device!r} names another device; refused"
@@ -101,13 +102,15 @@ def store_batch(engine: Engine, batch: EventBatch, *, clock: Clock = time.time) 
     return ingest_batch(engine, batch, clock=clock).ack
 
 
-def ingest_batch(engine: Engine, batch: EventBatch, *, clock: Clock = time.time) -> BatchResult:
+def ingest_batch(
+    engine: Engine, batch: EventBatch | WireBatch, *, clock: Clock = time.time
+) -> BatchResult:
     """:func:`store_batch` with counts: everything in one transaction, committed before return."""
     return ingest_batches(engine, [batch], clock=clock)[0]
 
 
 def ingest_batches(
-    engine: Engine, batches: Sequence[EventBatch], *, clock: Clock = time.time
+    engine: Engine, batches: Sequence[EventBatch | WireBatch], *, clock: Clock = time.time
 ) -> list[BatchResult]:
     """Store several batches in ONE transaction (group commit); results in ``batches`` order.
 
@@ -158,7 +161,7 @@ def ingest_batches(
                             event.id,
                             event.type,
                             event.at,
-                            _json(event.data),
+                            _data_json(event.data),
                             batch.boot,
                             now,
                         )
@@ -184,6 +187,12 @@ def ingest_batches(
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _json = _ENCODER.encode
 """The ``data`` column's JSON text (``json.dumps`` with options builds an encoder per call)."""
+
+
+def _data_json(data: Any) -> str:
+    """The text received (a :class:`~sync_server.wire.WireEvent`) or the dict encoded."""
+    text = raw_text(data)
+    return _json(data) if text is None else text
 
 
 # The hot path of ingest speaks SQL to the DB-API driver directly (written with ``?`` and

@@ -98,7 +98,7 @@ class RpcMethodError(ServerError):
     """
 
     def __init__(self, code: str, message: str) -> None:
-        if not (isinstance(code, str) and len(code) <= 64 and _CODE.match(code)):
+        if not (isinstance(code, str) and len(code) <= 64 and _CODE.fullmatch(code)):
             raise ValueError(f"rpc error code {code!r} must match {RPC_ERROR_CODE_PATTERN}")
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -148,7 +148,7 @@ class RpcServer:
         if not (
             isinstance(method, str)
             and len(method) <= MAX_RPC_METHOD_LENGTH
-            and _METHOD.match(method)
+            and _METHOD.fullmatch(method)
         ):
             raise ValueError(
                 f"rpc method name {method!r} must be lower-case dotted, like residents.lookup"

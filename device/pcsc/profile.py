@@ -101,7 +101,7 @@ def number_problem(number: str) -> str | None:
 def issuer_problem(issuer: str) -> str | None:
     """Why ``issuer`` is not a valid issuer code, or None."""
     low, high = ISSUER_LENGTH
-    if not low <= len(issuer) <= high or not _ISSUER.match(issuer):
+    if not low <= len(issuer) <= high or not _ISSUER.fullmatch(issuer):
         return f"issuer code must be {low}..{high} characters 0-9/A-Z, got {issuer!r}"
     return None
 

@@ -18,10 +18,11 @@ from device.store.errors import (
     StoreClosedError,
     StoreError,
     UnknownDocumentError,
+    UnreadableEventError,
 )
 from device.store.inbox import Inbox, InboxEntry
 from device.store.migrations import MIGRATIONS, Migrations, migration
-from device.store.outbox import Event, Outbox
+from device.store.outbox import Event, Outbox, WireEvent
 from device.store.residents import ResidentCache
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "StoreError",
     "Transaction",
     "UnknownDocumentError",
+    "UnreadableEventError",
+    "WireEvent",
     "migration",
     "open_store",
 ]

@@ -59,3 +59,11 @@ class DocumentVersionError(DocumentError):
 
 class StaleDocumentError(DocumentVersionError):
     """A delta or snapshot older than (or equal to) what the device has: ignore it."""
+
+
+class UnreadableEventError(StoreError):
+    """A sealed outbox event does not open with this device's key (damaged, or another key)."""
+
+    def __init__(self, message: str, seq: int) -> None:
+        super().__init__(message)
+        self.seq = seq

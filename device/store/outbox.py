@@ -18,9 +18,10 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from device.store.errors import StoreError
+from device.atrest import AtRestError
+from device.store.errors import StoreError, UnreadableEventError
 
 if TYPE_CHECKING:
     from device.store.db import Store, Transaction
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SEQ = 2**63 - 1
-EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 MAX_EVENT_TYPE_LENGTH = 64
 
 
@@ -53,6 +54,20 @@ class Event:
         return {"seq": self.seq, "id": self.id, "type": self.type, "at": self.at, "data": self.data}
 
 
+class WireEvent(NamedTuple):
+    """A queued event as the sync agent sends it: ``data`` is its JSON text, never parsed.
+
+    What :meth:`Outbox.pending_wire` returns; the sync agent splices ``data`` into the
+    ``up/events`` payload as it is (it was checked to be a JSON object when it was queued).
+    """
+
+    seq: int
+    id: str
+    type: str
+    at: float
+    data: bytes
+
+
 def _aad(event_id: str) -> bytes:
     return b"outbox:" + event_id.encode("ascii")
 
@@ -70,7 +85,7 @@ def record_event(
     tx: Transaction, type: str, data: Mapping[str, Any], *, personal: bool = False
 ) -> Event:
     """Queue one event inside ``tx`` (what :meth:`Transaction.emit` calls)."""
-    if len(type) > MAX_EVENT_TYPE_LENGTH or not EVENT_TYPE.match(type):
+    if len(type) > MAX_EVENT_TYPE_LENGTH or not EVENT_TYPE.fullmatch(type):
         raise StoreError(
             f"event type {type!r} is not a dotted lower-case name like 'compartment.opened' "
             f"(at most {MAX_EVENT_TYPE_LENGTH} characters)"
@@ -129,6 +144,33 @@ class Outbox:
                 (after, limit),
             ).fetchall()
         return [self._event(row) for row in rows]
+
+    def pending_wire(self, limit: int = 100, *, after: int = 0) -> list[WireEvent]:
+        """:meth:`pending` without parsing ``data``: what the sync agent sends, cheaply.
+
+        Sealed events are opened (the MQTT link is TLS); their JSON is not decoded, since the
+        agent only copies it into the batch.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._store.reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, id, type, at, sealed, data FROM outbox WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        key, out = self._store.key, []
+        for seq, event_id, type_, at, sealed, stored in rows:
+            data = bytes(stored)
+            if sealed:
+                try:
+                    data = key.open(data, _aad(event_id))
+                except AtRestError as err:
+                    raise UnreadableEventError(
+                        f"outbox event seq {seq} does not open with this device key: {err}", seq
+                    ) from err
+            out.append(WireEvent(seq, event_id, type_, at, data))
+        return out
 
     def _event(self, row: tuple[Any, ...]) -> Event:
         seq, event_id, type_, at, boot, sealed, data = row

@@ -28,7 +28,7 @@ from device.config import SyncSection
 from device.errors import ConfigError
 from device.mqtt_io import PublishHandOff, set_no_delay
 from device.protocol import MAX_SYNC_BYTES, MessageError, parse_ack, topic
-from device.store import Store, StoreClosedError, StoreError
+from device.store import Store, StoreClosedError, StoreError, UnreadableEventError
 from device.sync.backoff import Backoff
 from device.sync.batches import build_batch
 from device.sync.errors import SyncClosedError, SyncError
@@ -44,6 +44,10 @@ LOOP_TIMEOUT_S = 0.05
 """paho's select() timeout: also how soon :meth:`SyncAgent.notify` is noticed."""
 CONNACK_TIMEOUT_S = 10.0
 GOODBYE_TIMEOUT_S = 2.0
+ACK_APPLY_INTERVAL_S = 0.25
+"""While a backlog drains, acked events are deleted from the outbox at most this often (one
+commit for all acks since); a crash in between only resends events the server drops as
+duplicates."""
 NO_SUBSCRIBERS = 0x10
 REFUSED_HINTS = {
     0x86: "bad user name or password: check [sync] password / password_file",
@@ -139,6 +143,9 @@ class SyncAgent:
         # Health, read by other threads (plain attribute reads of immutable values).
         self._state = "stopped"
         self._last_ack = store.outbox.acked_seq
+        self._ack_applied = self._last_ack  # what the store has deleted up to (agent thread)
+        self._ack_failing = False
+        self._ack_applied_at = 0.0
         self._last_ack_at: float | None = None
         self._attempts = 0
         self._last_error: str | None = None
@@ -335,11 +342,13 @@ class SyncAgent:
                 if self._connected:
                     self._handoff.send_pending(client)
                     self._pump(client)
+                    self._apply_ack()
                 elif rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
                     if not self._session_over:
                         self._failed(f"no CONNACK from {config.host}:{config.port} ({rc.name})")
                     break
         finally:
+            self._apply_ack(now=True)
             if self._connected and self._stop.is_set():
                 self._goodbye(client)
             elif not self._session_over and client.is_connected():
@@ -502,18 +511,46 @@ class SyncAgent:
         if seq <= self._last_ack:
             log.debug("duplicate or old down/ack for seq %d", seq)
             return
-        try:
-            removed = self._store.outbox.acked(seq)
-        except StoreError as err:
-            log.warning("could not apply down/ack for seq %d (will on the next ack): %s", seq, err)
-            return
-        log.debug("server acked up to seq %d: %d events removed", seq, removed)
+        # The window moves now; the outbox rows go in _apply_ack, once per loop turn for every
+        # ack read in it (one commit, after the window is refilled). Until then a crash only
+        # means those events are sent again, and the server acks duplicates without storing them.
         self._last_ack = seq
         self._last_ack_at = self._clock.time()
         self._last_progress = self._clock.monotonic()
         self._inflight = [batch for batch in self._inflight if batch.last > seq]
         self._sent = max(self._sent, seq)
         self._wake.set()
+
+    def _apply_ack(self, *, now: bool = False) -> None:
+        """Delete what the server acked from the outbox: one transaction for all acks so far.
+
+        While batches are in flight this waits ``ACK_APPLY_INTERVAL_S`` between deletions (each
+        is an fsync'd commit, and the loop that sends must not wait on it per ack); once all that
+        was sent is acked, or ``now``, it deletes at once.
+        """
+        seq = self._last_ack
+        if seq <= self._ack_applied:
+            return
+        moment = time.monotonic()
+        if not now and self._inflight and moment - self._ack_applied_at < ACK_APPLY_INTERVAL_S:
+            return
+        self._ack_applied_at = moment
+        try:
+            removed = self._store.outbox.acked(seq)
+        except StoreClosedError as err:
+            log.error("the store is closed; the sync agent stops: %s", err)
+            self._stop.set()
+            return
+        except StoreError as err:
+            if not self._ack_failing:  # once, not every loop turn while it lasts
+                log.warning("could not apply down/ack for seq %d (will retry): %s", seq, err)
+            self._ack_failing = True
+            return
+        if self._ack_failing:
+            log.info("applied down/ack for seq %d after earlier failures", seq)
+        self._ack_failing = False
+        log.debug("server acked up to seq %d: %d events removed", seq, removed)
+        self._ack_applied = seq
 
     # ----------------------------------------------------------------- sending
 
@@ -544,15 +581,17 @@ class SyncAgent:
 
     def _fill_window(self, client: mqtt.Client) -> None:
         while len(self._inflight) < self._config.max_inflight:
-            events = self._store.outbox.pending(self._config.batch_size, after=self._sent)
+            try:
+                events = self._store.outbox.pending_wire(self._config.batch_size, after=self._sent)
+            except UnreadableEventError as err:
+                self._block(err.seq, err)
+                return
             if not events:
                 return
             try:
                 payload, count = build_batch(self._device_id, self._store.boot, events)
             except SyncError as err:
-                if self._blocked != events[0].seq:
-                    log.error("sync is blocked: %s", err)
-                    self._blocked = events[0].seq
+                self._block(events[0].seq, err)
                 return
             self._blocked = None
             info = client.publish(self._topics["up/events"], payload, qos=1)
@@ -565,6 +604,12 @@ class SyncAgent:
             self._inflight.append(batch)
             self._sent = batch.last
             self._max_sent = max(self._max_sent, batch.last)
+
+    def _block(self, seq: int, err: Exception) -> None:
+        """Event ``seq`` can never be sent: say so once; nothing after it goes either."""
+        if self._blocked != seq:
+            log.error("sync is blocked: %s", err)
+            self._blocked = seq
 
 
 def _password(config: SyncSection) -> str:

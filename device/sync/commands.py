@@ -122,7 +122,7 @@ class CommandRunner:
     def register(self, type: str, fn: Executor, *, personal: bool = False) -> None:
         """Run ``fn`` for commands of ``type`` (``personal=True``: its results are personal data,
         so their audit event is sealed at rest)."""
-        if not COMMAND_TYPE.match(type):
+        if not COMMAND_TYPE.fullmatch(type):
             raise ValueError(f"command type {type!r} must be a dotted lower-case name")
         if type in self._executors:
             raise ValueError(f"command type {type!r} already has an executor")

@@ -239,7 +239,7 @@ class Device:
     def payloads(self) -> list[bytes]:
         """The ``up/events`` batches the agent will send for what is queued (same slicing)."""
         boot, out, after = self.store.meta("boot"), [], 0
-        while events := self.store.outbox.pending(BATCH_SIZE, after=after):
+        while events := self.store.outbox.pending_wire(BATCH_SIZE, after=after):
             payload, count = build_batch(self.id, boot, events)
             out.append(payload)
             after = events[count - 1].seq

@@ -10,7 +10,7 @@ import pytest
 
 from device.atrest import DeviceKey
 from device.clock import FakeClock
-from device.store import Store, StoreError, open_store
+from device.store import Store, StoreError, UnreadableEventError, open_store
 
 
 def make_state(store: Store) -> None:
@@ -154,3 +154,21 @@ def test_two_processes_share_the_counter(db_path: Path, key: DeviceKey) -> None:
         emit_n(b, 2)
         emit_n(a, 1)
         assert [e.seq for e in a.outbox.pending()] == [1, 2, 3, 4, 5]
+
+
+def test_pending_wire_opens_sealed_data_and_names_one_that_does_not_open(
+    db_path: Path, key: DeviceKey
+) -> None:
+    store = open_store(db_path, key=key)
+    with store.transaction() as tx:
+        tx.emit("resident.visit", {"name": "张三"}, personal=True)
+    [wire] = store.outbox.pending_wire()
+    assert wire.data == '{"name":"张三"}'.encode() and wire.seq == 1
+    store.close()
+    other = open_store(db_path, key=DeviceKey.generate())  # the wrong key: nothing opens
+    try:
+        with pytest.raises(UnreadableEventError, match="seq 1 does not open") as caught:
+            other.outbox.pending_wire()
+        assert caught.value.seq == 1 and "张三" not in str(caught.value)
+    finally:
+        other.close()

@@ -32,6 +32,42 @@ def test_an_event_too_large_to_send_is_an_error_not_skipped(store: Store) -> Non
         build_batch(DEVICE, store.boot, store.outbox.pending(1), max_bytes=4000)
 
 
+def test_the_wire_batch_is_what_the_schema_reads_back(store: Store) -> None:
+    """The payload is spliced from stored JSON text: the pydantic schema the server applies
+    must read back every field, including personal (sealed) data and non-ASCII text."""
+    with store.transaction() as tx:
+        tx.emit("resident.visit", {"名字": "张三", "n": [1, 2.5, None]}, personal=True)
+        tx.emit("door.opened", {"compartment": 3, "at": 1.25})
+        tx.emit("door.closed", {})
+    events = store.outbox.pending()
+    payload, count = build_batch(DEVICE, store.boot, store.outbox.pending_wire())
+    assert count == 3
+    batch = parse_events(payload)
+    assert (batch.device, batch.boot) == (DEVICE, store.boot)
+    assert [e.model_dump() for e in batch.events] == [dict(e.wire()) for e in events]
+    # Events read with their data parsed give the same payload, byte for byte.
+    assert build_batch(DEVICE, store.boot, events) == (payload, 3)
+
+
+def test_an_unsendable_event_later_in_a_batch_lets_the_ones_before_go(store: Store) -> None:
+    with store.transaction() as tx:
+        for i in range(3):
+            tx.emit("door.opened", {"i": i})
+    good = store.outbox.pending_wire()
+    bad = [good[0], good[1], good[2]._replace(id="not-an-id")]
+    payload, count = build_batch(DEVICE, store.boot, bad)
+    assert count == 2 and [e.seq for e in parse_events(payload).events] == [1, 2]
+    with pytest.raises(SyncError, match=r"seq 3 .*id: must be 32 lower-case hex"):
+        build_batch(DEVICE, store.boot, bad[2:])
+    for broken, why in [
+        (good[0]._replace(type="Door"), "type"),
+        (good[0]._replace(at=float("nan")), "at"),
+        (good[0]._replace(data=b"[1, 2]"), "data: must be a JSON object"),
+    ]:
+        with pytest.raises(SyncError, match=why):
+            build_batch(DEVICE, store.boot, [broken])
+
+
 def _with_sync(**sync: object) -> dict[str, object]:
     return {"device": {"id": "k", "kind": "kiosk"}, "sync": sync}
 
