@@ -21,7 +21,7 @@ from device.clock import SYSTEM_CLOCK, Clock
 from device.config import DeviceConfig
 from device.credential import CredentialKeyError, VerifyKey, load_verify_key
 from device.errors import ConfigError
-from device.store import Store, Transaction, open_store
+from device.store import Store, StoreError, Transaction, open_store
 from device.sync.agent import SyncAgent
 from device.sync.commands import CommandRunner
 from device.sync.documents import DocumentSync
@@ -30,6 +30,9 @@ from device.sync.rpc import RpcClient
 log = logging.getLogger(__name__)
 
 STORE_FILE = "store.db"
+PRUNE_INTERVAL_S = 3600.0
+"""How often the inbox forgets command ids whose expiry is long past (they can no longer be
+replayed: an expired command is refused on its expiry alone)."""
 
 
 def load_server_keys(directory: str | Path) -> dict[str, VerifyKey]:
@@ -101,13 +104,29 @@ class SyncDaemon:
         self.agent.start()
 
     def run_until(self, stop: threading.Event, *, tick_s: float = 1.0) -> None:
-        """Ask for documents every ``documents_interval_s`` until ``stop`` (or :meth:`stop`)."""
+        """Until ``stop`` (or :meth:`stop`): ask for documents every ``documents_interval_s``
+        and prune the command inbox every ``PRUNE_INTERVAL_S`` (first at start)."""
         interval = self.config.sync.documents_interval_s
         next_request = self._clock.monotonic() + interval
-        while not (stop.wait(tick_s) or self._stop.is_set()):
+        next_prune = self._clock.monotonic()
+        while True:
+            if self._clock.monotonic() >= next_prune:
+                self.prune()
+                next_prune = self._clock.monotonic() + PRUNE_INTERVAL_S
+            if stop.wait(tick_s) or self._stop.is_set():
+                return
             if self._clock.monotonic() >= next_request:
                 self.documents.request()
                 next_request = self._clock.monotonic() + interval
+
+    def prune(self) -> int:
+        """Forget expired command ids (see :meth:`~device.store.Inbox.prune`); 0 on a store
+        error, which is logged: the daemon keeps running and tries again next time."""
+        try:
+            return self.store.inbox.prune()
+        except StoreError as err:
+            log.warning("could not prune the command inbox (will retry): %s", err)
+            return 0
 
     def stop(self) -> None:
         self._stop.set()

@@ -99,6 +99,22 @@ def _consumer(
     return engine, consumer
 
 
+EXPIRE_INTERVAL_S = 30.0
+"""How often ``linli server run --command-key`` marks unanswered, expired commands ``expired``."""
+
+
+def _expire_commands(engine: Any) -> None:
+    """A database hiccup must not stop the server: log it and try again next time."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync_server.commands import expire_overdue
+
+    try:
+        expire_overdue(engine, time.time())
+    except SQLAlchemyError as err:
+        log.warning("could not expire overdue commands (will retry): %s", type(err).__name__)
+
+
 @server.command("run")
 @click.option(
     "--db",
@@ -197,10 +213,14 @@ def run(
         err=True,
     )
     deadline = None if duration is None else time.monotonic() + duration
+    next_expiry = time.monotonic()
     try:
         while not stop.wait(0.2):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if issuer_key is not None and time.monotonic() >= next_expiry:
+                _expire_commands(engine)
+                next_expiry = time.monotonic() + EXPIRE_INTERVAL_S
     except KeyboardInterrupt:
         pass
     finally:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -145,3 +146,37 @@ documents_interval_s = 5
     assert report["pending"] == 0
     assert report["acked_seq"] == report["last_seq"] >= 27
     assert report["documents"]["notices"] == 1
+
+
+def test_server_run_marks_unanswered_commands_expired(
+    broker: MosquittoTestBroker, engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """A command the device never answered must not stay 'issued' forever on the server."""
+    key = generate_signing_key(KID)
+    save_signing_key(key, tmp_path / "command.pem")
+    password_file = tmp_path / "server-password"
+    password_file.write_text(broker.credentials[broker.server_user].password, encoding="utf-8")
+    register_device(engine, "dev-a", "locker")
+    stale = CommandIssuer(engine, key, clock=lambda: time.time() - 120).issue(
+        "dev-a", "sys.ping", {}, ttl_s=60
+    )
+    live = CommandIssuer(engine, key).issue("dev-a", "sys.ping", {}, ttl_s=600)
+    server = _linli(
+        "server", "run", "--db", db_url, "--site", str(broker.files.root),
+        "--broker-port", str(broker.tls_port), "--password-file", str(password_file),
+        "--client-id", "server-proc", "--command-key", str(tmp_path / "command.pem"),
+        "--command-kid", KID,
+        log=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+
+        def expired() -> bool:
+            record = get_command(engine, stale.id)
+            return record is not None and record.status == "expired"
+
+        wait_for(expired, what="the stale command to be marked expired")
+        record = get_command(engine, live.id)
+        assert record is not None and record.status == "issued"
+    finally:
+        stop_process(server, 15)
+    assert server.returncode == 0
