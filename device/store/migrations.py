@@ -165,3 +165,10 @@ def create_base_schema(db: Database) -> None:
             PRIMARY KEY (doc, key)
         ) WITHOUT ROWID"""
     )
+
+
+@migration(2)
+def outbox_wire_text(db: Database) -> None:
+    """Each new event's ``up/events`` JSON text, kept from ``emit`` (NULL for sealed events and
+    for those queued before): a run of them is read as one string in one SQLite step."""
+    db.table("outbox").add_column("wire", str)

@@ -30,7 +30,7 @@ from device.mqtt_io import PublishHandOff, set_no_delay
 from device.protocol import MAX_SYNC_BYTES, MessageError, parse_ack, topic
 from device.store import Store, StoreClosedError, StoreError, UnreadableEventError
 from device.sync.backoff import Backoff
-from device.sync.batches import build_batch
+from device.sync.batches import next_batch
 from device.sync.errors import SyncClosedError, SyncError
 
 log = logging.getLogger(__name__)
@@ -582,23 +582,28 @@ class SyncAgent:
     def _fill_window(self, client: mqtt.Client) -> None:
         while len(self._inflight) < self._config.max_inflight:
             try:
-                events = self._store.outbox.pending_wire(self._config.batch_size, after=self._sent)
+                found = next_batch(
+                    self._store.outbox,
+                    self._device_id,
+                    self._store.boot,
+                    limit=self._config.batch_size,
+                    after=self._sent,
+                )
             except UnreadableEventError as err:
                 self._block(err.seq, err)
                 return
-            if not events:
-                return
-            try:
-                payload, count = build_batch(self._device_id, self._store.boot, events)
             except SyncError as err:
-                self._block(events[0].seq, err)
+                self._block(self._sent + 1, err)
                 return
+            if found is None:
+                return
+            payload, first, last = found
             self._blocked = None
             info = client.publish(self._topics["up/events"], payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 log.debug("publish not queued (%s); waiting for the connection", info.rc)
                 return
-            batch = _Batch(events[0].seq, events[count - 1].seq)
+            batch = _Batch(first, last)
             if not self._inflight:
                 self._last_progress = self._clock.monotonic()
             self._inflight.append(batch)

@@ -20,11 +20,44 @@ from device.protocol import (
     MAX_SEQ,
     valid_device_id,
 )
-from device.store.outbox import EVENT_TYPE, MAX_EVENT_TYPE_LENGTH, Event, WireEvent
+from device.store.outbox import EVENT_TYPE, MAX_EVENT_TYPE_LENGTH, Event, Outbox, WireEvent
 from device.sync.errors import SyncError
 
 _ID = re.compile(r"[0-9a-f]{32}")
 _CLOSE = b"]}"
+
+
+def next_batch(
+    outbox: Outbox,
+    device_id: str,
+    boot: int,
+    *,
+    limit: int,
+    after: int,
+    max_bytes: int = MAX_EVENTS_BATCH_BYTES,
+) -> tuple[bytes, int, int] | None:
+    """The next ``up/events`` payload after seq ``after`` and its first and last seq; None when
+    nothing is queued. What the sync agent sends (and the benchmark's reference replays).
+
+    The common case is one SQLite step (:meth:`Outbox.pending_joined`: the events' wire text
+    kept from ``emit``); a run with sealed or older events, or one over ``max_bytes``, is read
+    row by row and checked by :func:`build_batch`. Raises :class:`SyncError` or
+    ``UnreadableEventError`` for an event that can never be sent.
+    """
+    limit = min(limit, MAX_EVENTS_PER_BATCH)
+    joined = outbox.pending_joined(limit, after=after)
+    if joined is not None:
+        if joined.events == 0:
+            return None
+        head = b'{"device":"%s","boot":%d,"events":[' % (device_id.encode(), boot)
+        fits = len(head) + len(joined.text) + len(_CLOSE) <= max_bytes
+        if fits and valid_device_id(device_id) and 1 <= boot <= MAX_SEQ:
+            return head + joined.text + _CLOSE, joined.first, joined.last
+    events = outbox.pending_wire(limit, after=after)
+    if not events:
+        return None
+    payload, count = build_batch(device_id, boot, events, max_bytes=max_bytes)
+    return payload, events[0].seq, events[count - 1].seq
 
 
 def build_batch(

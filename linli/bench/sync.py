@@ -5,11 +5,11 @@ the server as a separate ``linli server run`` process (the real
 :class:`~sync_server.consumer.Consumer`) on a SQLite *file* database (WAL) migrated by Alembic;
 devices that are real SQLite stores, each with its real :class:`~device.sync.SyncAgent` (its own
 thread, TLS connection and credentials; all of them in this process). The reference for ingest
-and drain is the very payloads the agents send — the ``up/events`` batches ``build_batch`` makes
-from those outboxes, same count, sizes and batch shapes — published by raw paho clients (one per
-device, its own credentials, TLS, QoS 1, the agent's in-flight window) to a plain paho subscriber
-process that only acks (no database). The reference runs while the server process is down, so
-the two never compete for the two cores.
+and drain is the very payloads the agents send — the ``up/events`` batches ``next_batch`` makes
+from those outboxes, as the agent does: same count, sizes and batch shapes — published by raw
+paho clients (one per device, its own credentials, TLS, QoS 1, the agent's in-flight window)
+to a plain paho subscriber process that only acks (no database). The reference runs while the
+server process is down, so the two never compete for the two cores.
 
 Ingest and drain repeat ``repeat`` times (reference then real, interleaved, fresh events each
 round) and report p50/p95 over the rounds. After all rounds every device's events are checked on
@@ -45,7 +45,8 @@ from device.atrest import DeviceKey
 from device.config import SyncSection
 from device.protocol import topic
 from device.store import Store, open_store
-from device.sync import SyncAgent, build_batch
+from device.sync import SyncAgent
+from device.sync.batches import next_batch
 from hardware_sim.mosquitto import MosquittoTestBroker
 from hardware_sim.processes import stop_process
 from linli.bench import summarize, value
@@ -239,10 +240,9 @@ class Device:
     def payloads(self) -> list[bytes]:
         """The ``up/events`` batches the agent will send for what is queued (same slicing)."""
         boot, out, after = self.store.meta("boot"), [], 0
-        while events := self.store.outbox.pending_wire(BATCH_SIZE, after=after):
-            payload, count = build_batch(self.id, boot, events)
+        while found := next_batch(self.store.outbox, self.id, boot, limit=BATCH_SIZE, after=after):
+            payload, _first, after = found
             out.append(payload)
-            after = events[count - 1].seq
         return out
 
 

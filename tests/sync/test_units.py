@@ -12,6 +12,7 @@ from device.errors import ConfigError
 from device.protocol import parse_events
 from device.store import Store
 from device.sync import SyncAgent, SyncClosedError, SyncError, build_batch
+from device.sync.batches import next_batch
 from tests.sync.conftest import DEVICE
 
 
@@ -128,3 +129,40 @@ def _any_ca() -> str:
     if path is None:
         pytest.skip("no system CA bundle to stand in for the site CA")
     return path
+
+
+def test_next_batch_reads_a_run_in_one_step_and_falls_back_row_by_row(store: Store) -> None:
+    """The joined read (wire text kept from emit) and the row-by-row one send the same events;
+    sealed events, events without wire text (queued before migration 2) and a run over the size
+    limit go row by row."""
+    with store.transaction() as tx:
+        for i in range(5):
+            tx.emit("door.opened", {"i": i, "名": "门"})
+    joined = store.outbox.pending_joined(10)
+    assert joined is not None and (joined.first, joined.last, joined.events) == (1, 5, 5)
+    payload, first, last = next_batch(store.outbox, DEVICE, store.boot, limit=10, after=0) or (
+        b"",
+        0,
+        0,
+    )
+    assert (first, last) == (1, 5)
+    row_by_row, _ = build_batch(DEVICE, store.boot, store.outbox.pending_wire(10))
+    assert parse_events(payload) == parse_events(row_by_row)
+    # A sealed event in the run: not joinable, and the batch still carries it (opened).
+    with store.transaction() as tx:
+        tx.emit("resident.visit", {"name": "张三"}, personal=True)
+    assert store.outbox.pending_joined(10, after=5) is None
+    found = next_batch(store.outbox, DEVICE, store.boot, limit=10, after=5)
+    assert found is not None and found[1:] == (6, 6)
+    assert parse_events(found[0]).events[0].data == {"name": "张三"}
+    # An event queued before wire text was kept.
+    with store.transaction() as tx:
+        tx.emit("door.closed", {"i": 7})
+        tx.execute("UPDATE outbox SET wire = NULL WHERE seq = 7")
+    assert store.outbox.pending_joined(10, after=6) is None
+    found = next_batch(store.outbox, DEVICE, store.boot, limit=10, after=6)
+    assert found is not None and parse_events(found[0]).events[0].data == {"i": 7}
+    # Over the size limit: the row-by-row path takes the longest prefix that fits.
+    found = next_batch(store.outbox, DEVICE, store.boot, limit=10, after=0, max_bytes=400)
+    assert found is not None and found[1] == 1 and 1 <= found[2] < 5 and len(found[0]) <= 400
+    assert next_batch(store.outbox, DEVICE, store.boot, limit=10, after=7) is None
