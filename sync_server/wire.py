@@ -23,7 +23,7 @@ from device.protocol import (
     parse_events,
     valid_device_id,
 )
-from device.store.outbox import EVENT_TYPE, MAX_EVENT_TYPE_LENGTH
+from device.store.outbox import valid_event_type
 
 __all__ = ["WireBatch", "WireEvent", "parse_events_fast", "raw_text"]
 
@@ -44,7 +44,6 @@ class WireBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 _DECODER = msgspec.json.Decoder(WireBatch)
 _IDS = re.compile(r"(?:[0-9a-f]{32})+")
-_good_types: set[str] = set()
 
 
 def parse_events_fast(payload: bytes) -> WireBatch | EventBatch:
@@ -84,17 +83,7 @@ def _valid(batch: WireBatch) -> bool:
     # One regex over all ids (each is 32 characters, checked above) and each distinct type once.
     if _IDS.fullmatch("".join(event.id for event in events)) is None:
         return False
-    return all(_good_type(name) for name in {event.type for event in events})
-
-
-def _good_type(name: str) -> bool:
-    if name in _good_types:
-        return True
-    if len(name) > MAX_EVENT_TYPE_LENGTH or EVENT_TYPE.fullmatch(name) is None:
-        return False
-    if len(_good_types) < 1024:
-        _good_types.add(name)
-    return True
+    return all(valid_event_type(name) for name in {event.type for event in events})
 
 
 def raw_text(data: object) -> str | None:

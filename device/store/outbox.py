@@ -32,6 +32,29 @@ log = logging.getLogger(__name__)
 MAX_SEQ = 2**63 - 1
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 MAX_EVENT_TYPE_LENGTH = 64
+_checked_types: set[str] = set()
+"""Event types already found valid: a device emits a handful of types, over and over."""
+
+
+def valid_event_type(name: str) -> bool:
+    """A dotted lower-case name of at most 64 characters (``compartment.opened``)."""
+    if name in _checked_types:
+        return True
+    if len(name) > MAX_EVENT_TYPE_LENGTH or not EVENT_TYPE.fullmatch(name):
+        return False
+    if len(_checked_types) < 1024:
+        _checked_types.add(name)
+    return True
+
+
+def wire_json(seq: int, event_id: str, type: str, at: float, data: bytes) -> bytes:
+    """An event's ``up/events`` JSON object, with ``data`` (a JSON object's text) as it is.
+
+    ``event_id`` and ``type`` must already be valid (ASCII); ``repr(float)`` is what
+    ``json.dumps`` writes for ``at``.
+    """
+    head = f'{{"seq":{seq},"id":"{event_id}","type":"{type}","at":{float(at)!r},"data":'
+    return head.encode() + data + b"}"
 
 
 @dataclass(frozen=True)
@@ -96,7 +119,7 @@ def record_event(
     tx: Transaction, type: str, data: Mapping[str, Any], *, personal: bool = False
 ) -> Event:
     """Queue one event inside ``tx`` (what :meth:`Transaction.emit` calls)."""
-    if len(type) > MAX_EVENT_TYPE_LENGTH or not EVENT_TYPE.fullmatch(type):
+    if not valid_event_type(type):
         raise StoreError(
             f"event type {type!r} is not a dotted lower-case name like 'compartment.opened' "
             f"(at most {MAX_EVENT_TYPE_LENGTH} characters)"
@@ -117,10 +140,7 @@ def record_event(
     conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
     # The event as it goes on the wire (the agent sends runs of these joined, as stored). Not
     # for sealed events: personal data is never stored in clear.
-    wire = None
-    if not personal and at >= 0:
-        head = f'{{"seq":{seq},"id":"{event_id}","type":"{type}","at":{float(at)!r},"data":'
-        wire = head + body.decode() + "}"
+    wire = None if personal or at < 0 else wire_json(seq, event_id, type, at, body).decode()
     conn.execute(
         "INSERT INTO outbox (seq, id, type, at, boot, sealed, data, wire) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -174,9 +194,9 @@ class Outbox:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._store.reading() as conn:
-            count, unjoinable, size, seqs, text = conn.execute(
-                "SELECT count(*), total(wire IS NULL), total(length(CAST(wire AS BLOB))), "
-                "group_concat(seq), group_concat(wire, ',') FROM "
+            count, unjoinable, seqs, text = conn.execute(
+                "SELECT count(*), total(wire IS NULL), group_concat(seq), group_concat(wire, ',') "
+                "FROM "
                 "(SELECT seq, wire FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
                 (after, limit),
             ).fetchone()
@@ -189,10 +209,7 @@ class Outbox:
         # subquery's, so check it (3.44's group_concat(... ORDER BY ...) would say so).
         if len(numbers) != count or any(b <= a for a, b in itertools.pairwise(numbers)):
             return None
-        data = text.encode()
-        if len(data) != size + count - 1:
-            return None
-        return JoinedEvents(numbers[0], numbers[-1], count, data)
+        return JoinedEvents(numbers[0], numbers[-1], count, text.encode())
 
     def pending_wire(self, limit: int = 100, *, after: int = 0) -> list[WireEvent]:
         """:meth:`pending` without parsing ``data``: what the sync agent sends, cheaply.

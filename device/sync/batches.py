@@ -20,7 +20,7 @@ from device.protocol import (
     MAX_SEQ,
     valid_device_id,
 )
-from device.store.outbox import EVENT_TYPE, MAX_EVENT_TYPE_LENGTH, Event, Outbox, WireEvent
+from device.store.outbox import Event, Outbox, WireEvent, valid_event_type, wire_json
 from device.sync.errors import SyncError
 
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -85,36 +85,14 @@ def build_batch(
     parts: list[bytes] = []
     size = len(head) + len(_CLOSE) - 1  # no comma before the first event
     previous = 0
-    id_ok, good_types = _ID.fullmatch, _good_types
     for event in events[:count]:
-        # The common case in one test (this loop is what a device spends per batch); anything
-        # unusual goes to _event_json, which finds the problem or formats the odd event.
-        seq, at, data = event.seq, event.at, event.data
-        if (
-            type(seq) is int
-            and previous < seq <= MAX_SEQ
-            and type(at) is float
-            and 0.0 <= at < math.inf
-            and type(data) is bytes
-            and data[:1] == b"{"
-            and data[-1:] == b"}"
-            and event.type in good_types
-            and id_ok(event.id)
-        ):
-            part = (
-                (
-                    f'{{"seq":{seq},"id":"{event.id}","type":"{event.type}","at":{at!r},"data":'
-                ).encode()
-                + data
-                + b"}"
-            )
-        else:
-            try:
-                part = _event_json(event, previous)
-            except SyncError:
-                if not parts:
-                    raise
-                break  # send what comes before it; the next batch starts at it and reports it
+        try:
+            part = _event_json(event, previous)
+        except SyncError:
+            if not parts:
+                raise
+            break  # send what comes before it; the next batch starts at it and reports it
+        seq = event.seq
         previous = seq
         size += len(part) + 1
         if size > max_bytes:
@@ -138,7 +116,7 @@ def _event_json(event: Event | WireEvent, previous: int) -> bytes:
         problem = "events must be in strictly increasing seq order"
     elif type(event.id) is not str or not _ID.fullmatch(event.id):
         problem = "id: must be 32 lower-case hex digits"
-    elif type(event.type) is not str or not _good_type(event.type):
+    elif type(event.type) is not str or not valid_event_type(event.type):
         problem = "type: must be a dotted lower-case name of at most 64 characters"
     elif type(at) not in (int, float) or not math.isfinite(at) or at < 0:
         problem = "at: must be a finite, non-negative number of seconds"
@@ -146,25 +124,9 @@ def _event_json(event: Event | WireEvent, previous: int) -> bytes:
         data = event.data if isinstance(event, WireEvent) else _data_json(event)
         stripped = data.strip()
         if stripped[:1] == b"{" and stripped[-1:] == b"}":
-            # id and type are ASCII (checked above); repr(float) is what json.dumps writes.
-            head = f'{{"seq":{seq},"id":"{event.id}","type":"{event.type}","at":{float(at)!r},'
-            return head.encode() + b'"data":' + stripped + b"}"
+            return wire_json(seq, event.id, event.type, at, stripped)
         problem = "data: must be a JSON object"
     raise SyncError(f"events from seq {seq} cannot be sent as up/events: {problem}")
-
-
-_good_types: set[str] = set()
-"""Event types already checked: a device emits a handful of types, over and over."""
-
-
-def _good_type(name: str) -> bool:
-    if name in _good_types:
-        return True
-    if len(name) > MAX_EVENT_TYPE_LENGTH or not EVENT_TYPE.fullmatch(name):
-        return False
-    if len(_good_types) < 1024:
-        _good_types.add(name)
-    return True
 
 
 def _data_json(event: Event) -> bytes:
