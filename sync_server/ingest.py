@@ -31,6 +31,7 @@ __all__ = [
     "acked_seq",
     "ingest_batch",
     "ingest_batches",
+    "insert_event_rows",
     "record_state",
     "register_device",
     "store_batch",
@@ -168,7 +169,7 @@ def ingest_batches(
                     )
                 counts.append((fresh, len(batch.events) - fresh))
             if rows:
-                conn.exec_driver_sql(_sql(conn, _SQL_INSERT_EVENT), rows)
+                insert_event_rows(conn, rows)
             conflicts = _conflicts(device, sent, stored)
             ack = _advance_ack(conn, device, now)
             for index, (fresh, duplicates) in zip(indexes, counts, strict=True):
@@ -213,8 +214,15 @@ _SQL_ACK_ROW = (
     "ON CONFLICT (device_id) DO NOTHING"
 )
 _SQL_ACK = "SELECT seq FROM device_acks WHERE device_id = ?"
+_SQL_SPAN_AFTER = "SELECT count(*), max(seq) FROM events WHERE device_id = ? AND seq > ?"
 _SQL_SEQS_AFTER = "SELECT seq FROM events WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT ?"
 _SQL_SET_ACK = "UPDATE device_acks SET seq = ?, updated_at = ? WHERE device_id = ?"
+
+
+def insert_event_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """One executemany of ``events`` rows ``(device_id, seq, event_id, type, at, data JSON text,
+    boot, received_at)``; a ``(device_id, seq)`` already stored is skipped."""
+    conn.exec_driver_sql(_sql(conn, _SQL_INSERT_EVENT), rows)
 
 
 def _sql(conn: Connection, statement: str) -> str:
@@ -246,6 +254,12 @@ def _advance_ack(conn: Connection, device: str, now: float) -> int:
     """Move the ack over every stored seq that follows it without a gap (from what is stored)."""
     _run(conn, _SQL_ACK_ROW, (device, now))
     start = int(_run(conn, _SQL_ACK, (device,))[0][0])
+    count, top = _run(conn, _SQL_SPAN_AFTER, (device, start))[0]
+    if count and int(top) - start == int(count):
+        # seqs are unique per device: as many rows as numbers in (start, top] means no gap,
+        # found in one aggregate step instead of reading every seq into Python.
+        _run(conn, _SQL_SET_ACK, (int(top), now, device))
+        return int(top)
     ack = start
     while True:
         page = [int(row[0]) for row in _run(conn, _SQL_SEQS_AFTER, (device, ack, ACK_SCAN_PAGE))]

@@ -51,6 +51,7 @@ from hardware_sim.mosquitto import MosquittoTestBroker
 from hardware_sim.processes import stop_process
 from linli.bench import summarize, value
 from sync_server.db import open_database, upgrade
+from sync_server.ingest import insert_event_rows, register_device
 from sync_server.models import DeviceAck, Event
 
 BUDGET_INGEST_RATIO = 0.7
@@ -359,6 +360,32 @@ def _drain_run(site: Site, device: Device) -> float:
     return t1 - t0
 
 
+def _storage_floor(path: Path, payloads: Sequence[bytes]) -> float:
+    """Seconds SQLite takes to insert the rows of ``payloads`` into a fresh server database in
+    ONE commit, with the server's pragmas and INSERT, the rows built before the clock starts:
+    what storing these events costs with no MQTT, parsing or acking at all (a floor for the
+    drain; the raw pipe stores nothing)."""
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    engine = open_database(url)
+    rows: list[tuple[Any, ...]] = []
+    for payload in payloads:
+        batch = json.loads(payload)
+        for event in batch["events"]:
+            data = json.dumps(event["data"], separators=(",", ":"), ensure_ascii=False)
+            at, boot = event["at"], batch["boot"]
+            row = (batch["device"], event["seq"], event["id"], event["type"], at, data, boot, at)
+            rows.append(row)
+    try:
+        register_device(engine, rows[0][0], "bench")
+        with engine.begin() as conn:
+            started = time.monotonic()
+            insert_event_rows(conn, rows)
+        return time.monotonic() - started  # the commit included: engine.begin() ends in it
+    finally:
+        engine.dispose()
+
+
 def _verify(engine: Any, devices: Sequence[Device]) -> None:
     """Every event of every device stored exactly once, in seq order, with its own payload."""
     with engine.connect() as conn:
@@ -504,8 +531,9 @@ def _round(
     drainer: Device,
     events: int,
     drain_events: int,
-) -> tuple[float, float, float, float]:
-    """One round: (raw ingest s, real ingest s, raw drain s, real drain s) on fresh events."""
+) -> tuple[float, float, float, float, float]:
+    """One round on fresh events: (raw ingest s, real ingest s, raw drain s, real drain s,
+    storage floor of the drain s)."""
     for device in fleet:
         device.fill(events)
     batches = {d.id: d.payloads() for d in fleet}
@@ -513,10 +541,11 @@ def _round(
     drainer.fill(drain_events)
     drain_batches = {drainer.id: drainer.payloads()}
     d0, _, d1 = _raw_publish(site, drain_batches)  # connect included, as for the agent
+    floor = _storage_floor(site.tmp / f"floor-{drainer.emitted}.db", drain_batches[drainer.id])
     with _server(site, "sync"):
         ingest = _real_run(site, fleet, engine)
         drain = _drain_run(site, drainer)
-    return t1 - t0, ingest, d1 - d0, drain
+    return t1 - t0, ingest, d1 - d0, drain, floor
 
 
 def run(
@@ -596,7 +625,7 @@ def run(
 
 
 def _report(
-    rounds: list[tuple[float, float, float, float]],
+    rounds: list[tuple[float, float, float, float, float]],
     *,
     devices: int,
     events: int,
@@ -608,7 +637,9 @@ def _report(
     interval_s: float,
 ) -> list[dict[str, Any]]:
     total = devices * events
-    raw_ingest, real_ingest, raw_drain, real_drain = (list(x) for x in zip(*rounds, strict=True))
+    raw_ingest, real_ingest, raw_drain, real_drain, floor = (
+        list(x) for x in zip(*rounds, strict=True)
+    )
     raw_rate = [total / s for s in raw_ingest]
     real_rate = [total / s for s in real_ingest]
     rate_ref = float(np.median(raw_rate))
@@ -641,6 +672,9 @@ def _report(
         messages=-(-drain_events // BATCH_SIZE),
         budget_ratio=BUDGET_DRAIN_RATIO,
         verified="exactly once, in order",
+        storage_floor_s=float(np.median(floor)),
+        storage_floor_samples=floor,
+        storage_floor_name="SQLite alone: the same rows in one INSERT and commit, no MQTT",
         **shape,
     )
     drain["within_budget"] = drain["ratio"] <= BUDGET_DRAIN_RATIO

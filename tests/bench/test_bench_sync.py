@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from device.atrest import DeviceKey
 from device.store import open_store
 from hardware_sim.mosquitto import INSTALL_HINT
-from linli.bench.sync import Device, _verify
+from linli.bench.sync import Device, _storage_floor, _verify
 from linli.cli import cli
 from sync_server.db import open_database, upgrade
 from sync_server.ingest import store_events_payload
+from sync_server.models import Event
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +72,7 @@ def test_small_run_prints_the_three_measurements() -> None:
     assert drain["budget_ratio"] == 2.0
     assert drain["within_budget"] == (drain["ratio"] <= 2.0)
     assert drain["verified"] == "exactly once, in order"
+    assert len(drain["storage_floor_samples"]) == 2 and drain["storage_floor_s"] > 0
 
     rss = figures["sync_server_rss"]
     assert rss["unit"] == "MiB" and rss["n"] == 5 and rss["devices"] == 12
@@ -116,5 +119,18 @@ def test_verify_fails_when_the_outbox_did_not_drain(tmp_path: Path) -> None:
     store_events_payload(engine, device.id, device.payloads()[0])
     with pytest.raises(RuntimeError, match="outbox not empty"):
         _verify(engine, [device])
+    device.store.close()
+    engine.dispose()
+
+
+def test_storage_floor_stores_every_row_it_times(tmp_path: Path) -> None:
+    """The floor is a real insert of the drain's events, not a timing of nothing."""
+    device = _device_with_events(tmp_path, 250)
+    floor = _storage_floor(tmp_path / "floor.db", device.payloads())
+    assert floor > 0
+    engine = open_database(f"sqlite:///{tmp_path / 'floor.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(select(Event.seq, Event.data).order_by(Event.seq)).all()
+    assert [(seq, data["i"]) for seq, data in rows] == [(s, s - 1) for s in range(1, 251)]
     device.store.close()
     engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 
 import pytest
 from sqlalchemy import Engine, select
@@ -83,6 +84,23 @@ def test_ack_walks_over_more_than_one_page_of_stored_events(engine: Engine) -> N
     for start in range(2, 2502, 1000):
         assert store_batch(engine, batch("kiosk-01", range(start, start + 1000))) == 0
     assert store_batch(engine, batch("kiosk-01", [1])) == 3001
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ack_is_the_contiguous_prefix_whatever_the_arrival_order(engine: Engine, seed: int) -> None:
+    """Out-of-order and repeated arrivals (two server processes, redelivery): after each batch
+    the ack is exactly the longest run 1..n stored, never past a gap."""
+    rng = random.Random(seed)
+    runs = [list(range(start, start + rng.randint(1, 4))) for start in range(1, 60, 4)]
+    arrivals = runs + rng.sample(runs, 3)
+    rng.shuffle(arrivals)
+    stored: set[int] = set()
+    for seqs in arrivals:
+        stored.update(seqs)
+        expected = 0
+        while expected + 1 in stored:
+            expected += 1
+        assert store_batch(engine, batch("kiosk-01", seqs)) == expected
 
 
 def test_devices_are_acked_independently(engine: Engine) -> None:
