@@ -11,7 +11,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from device.errors import ConfigError
 
@@ -160,6 +168,50 @@ class SyncSection(_Section):
         return value
 
 
+class LocksSection(_Section):
+    """Locker locks and door sensors (HARDWARE.md section 6, docs/locks.md): GPIO relays and reed
+    sensors, or RS485 lock-control boards of the "8A" family."""
+
+    backend: Literal["gpio", "rs485", "none"] = "none"
+    # Solenoids take short pulses only (inrush ~1-1.5 A); held longer they overheat.
+    pulse_ms: Annotated[int, Field(ge=50, le=2000)] = 200
+    # gpio: BCM pin numbers, lock N on the N-th entry of each list.
+    relay_pins: list[Annotated[int, Field(ge=0, le=27)]] = []
+    door_pins: list[Annotated[int, Field(ge=0, le=27)]] = []
+    # Most relay boards energise the coil when the input is pulled low.
+    relay_active_low: bool = True
+    # A reed switch to ground with the pull-up on reads low while the door is closed.
+    door_closed_level: Literal["low", "high"] = "low"
+    # A door reading must hold this long before it counts (reed switches bounce).
+    debounce_ms: Annotated[int, Field(ge=1, le=1000)] = 30
+    # rs485: one serial port, one or more boards (address switches), locks per board.
+    port: str = "/dev/linli-locks"
+    baudrate: Annotated[int, Field(ge=1200, le=115200)] = 9600
+    boards: list[Annotated[int, Field(ge=1, le=254)]] = [1]
+    locks_per_board: Annotated[int, Field(ge=1, le=24)] = 24
+    timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.3
+    # How often every board is asked for all its doors (reports in between are read too).
+    poll_interval_ms: Annotated[int, Field(ge=20, le=10_000)] = 200
+
+    @model_validator(mode="after")
+    def _pins_match(self) -> LocksSection:
+        relays, doors = self.relay_pins, self.door_pins
+        if len(doors) != len(relays):
+            raise ValueError(
+                f"door_pins has {len(doors)} pins, relay_pins {len(relays)}: one of each per lock"
+            )
+        if len(set(doors) | set(relays)) != len(doors) + len(relays):
+            raise ValueError("a pin is used twice among relay_pins and door_pins")
+        return self
+
+    @field_validator("boards")
+    @classmethod
+    def _boards_distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("a board address is listed twice")
+        return value
+
+
 class DeviceConfig(_Section):
     device: DeviceSection
     idcard: IdCardSection = IdCardSection()
@@ -169,6 +221,7 @@ class DeviceConfig(_Section):
     receipt: ReceiptPrinterSection = ReceiptPrinterSection()
     certificate: CertificateSection = CertificateSection()
     sync: SyncSection = SyncSection()
+    locks: LocksSection = LocksSection()
 
 
 def _describe(error: Any) -> str:

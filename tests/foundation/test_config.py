@@ -105,3 +105,29 @@ def test_arbitrary_documents_validate_or_raise_config_error(data: dict[str, Any]
         assert "invalid configuration" in str(err)
     else:
         assert cfg.device.kind in ("kiosk", "locker")
+
+
+@pytest.mark.parametrize(
+    ("locks", "message"),
+    [
+        ({"relay_pins": [17, 27], "door_pins": [5]}, "one of each per lock"),
+        ({"relay_pins": [17]}, "one of each per lock"),
+        ({"relay_pins": [17, 17], "door_pins": [5, 6]}, "a pin is used twice"),
+        ({"relay_pins": [17], "door_pins": [17]}, "a pin is used twice"),
+        ({"relay_pins": [28], "door_pins": [5]}, "locks.relay_pins.0"),
+        ({"boards": [1, 1]}, "board address is listed twice"),
+        ({"pulse_ms": 5000}, "locks.pulse_ms"),
+    ],
+)
+def test_impossible_lock_wiring_is_refused_naming_the_key(
+    locks: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_config(_base(locks=locks))
+    assert "locks" in str(caught.value)
+
+
+def test_lock_wiring_loads_with_one_relay_and_one_door_pin_per_lock() -> None:
+    cfg = parse_config(_base(locks={"backend": "gpio", "relay_pins": [17], "door_pins": [5]}))
+    assert (cfg.locks.backend, cfg.locks.relay_pins, cfg.locks.door_pins) == ("gpio", [17], [5])
+    assert cfg.locks.pulse_ms == 200 and cfg.locks.relay_active_low
