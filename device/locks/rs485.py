@@ -56,6 +56,13 @@ class _Exchange:
     trailing: bool = False
     """A second answer, or garbage, followed the first: another board answers on the address."""
 
+    def unexpected(self) -> None:
+        """Something other than the one answer arrived: garbage before it, extra after it."""
+        if self.replies:
+            self.trailing = True
+        else:
+            self.garbled = True
+
 
 @dataclass(frozen=True)
 class _Silent:
@@ -307,10 +314,7 @@ class Rs485LockController(LockController):
         leftover = self._reader.flush()
         if leftover is not None:
             self._noise(leftover)
-            if exchange.replies:
-                exchange.trailing = True
-            else:
-                exchange.garbled = True
+            exchange.unexpected()
         return exchange
 
     def _listen_after(self, exchange: _Exchange, wanted: Callable[[codec_8a.Reply], bool]) -> None:
@@ -328,15 +332,12 @@ class Rs485LockController(LockController):
         for item in self._reader.feed(data):
             if isinstance(item, codec_8a.FrameError):
                 self._noise(item)
-                if exchange.replies:
-                    exchange.trailing = True
-                else:
-                    exchange.garbled = True
+                exchange.unexpected()
             elif isinstance(item, codec_8a.Report):
                 self._observations.append((item, self._clock.monotonic()))
             elif wanted(item):
                 if exchange.replies:
-                    exchange.trailing = True
+                    exchange.unexpected()
                 else:
                     exchange.replies.append(item)
                     if isinstance(item, codec_8a.AllDoors):
@@ -408,8 +409,12 @@ class Rs485LockController(LockController):
             f"address switches (set to {board}) and the RS485 cable"
         )
 
+    def _first_lock(self, board: int) -> int:
+        """The lock number of ``board``'s channel 1 (the inverse of :meth:`address_of`)."""
+        return self._boards.index(board) * self._per_board + 1
+
     def _locks_of(self, board: int) -> list[tuple[int, int]]:
-        first = self._boards.index(board) * self._per_board + 1
+        first = self._first_lock(board)
         return [(first + i, i + 1) for i in range(self._per_board)]
 
     def _lock_number(self, board: int, channel: int) -> int | None:
@@ -421,7 +426,7 @@ class Rs485LockController(LockController):
                 channel,
             )
             return None
-        return self._boards.index(board) * self._per_board + channel
+        return self._first_lock(board) + channel - 1
 
     def _check_open(self) -> None:
         if self._closed:
