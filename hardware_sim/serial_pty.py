@@ -1,8 +1,9 @@
 """A serial emulator's half of a pseudo-terminal: the real pyserial driver runs unchanged on it.
 
 The emulator owns the pty master; the driver opens the slave path (or a stable symlink to it)
-exactly as it would open ``/dev/ttyUSB0``. A pty has no baud rate, so replies are paced here at the
-configured rate (10 bits per byte for 8N1) to keep the wire time of the real device. Every byte in
+exactly as it would open ``/dev/ttyUSB0``. A pty has no baud rate, so both directions are paced here
+at the configured rate (10 bits per byte for 8N1) to keep the wire time of the real device: host
+bytes reach the emulator, and replies reach the host, no earlier than on the line. Every byte in
 both directions is kept in a transcript usable as a golden file.
 """
 
@@ -130,15 +131,17 @@ class SerialEmulator:
                 if self._master < 0:
                     return
                 piece = data[sent : sent + chunk]
+                if self.pace:
+                    # Hand a piece over only when its last byte would have arrived on the line:
+                    # the host must never have bytes earlier than the real device could send them.
+                    delay = start + wire_time(sent + len(piece), rate) - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
                 try:
                     os.write(self._master, piece)
                 except OSError:
                     return
                 sent += len(piece)
-                if self.pace:
-                    delay = start + wire_time(sent, rate) - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
 
     @property
     def transcript(self) -> list[TranscriptEntry]:
@@ -167,6 +170,10 @@ class SerialEmulator:
             if not data:
                 continue
             self._transcript.record("rx", data)
+            if self.pace:
+                # The host's write lands in the pty at once; on the line its last byte arrives
+                # only after the wire time, and the device cannot answer before that.
+                time.sleep(wire_time(len(data), self.baudrate))
             try:
                 self.on_bytes(data)
             except Exception:  # an emulator bug must not kill the port silently
