@@ -212,6 +212,42 @@ class LocksSection(_Section):
         return value
 
 
+class LockerSection(_Section):
+    """Locker firmware behaviour (docs/locker.md): compartment sizes, door timing, credentials,
+    scanner lockout. Compartment N is lock N of ``[locks]``."""
+
+    # One size per compartment (S, M or L), compartment N on the N-th entry; empty: all M.
+    sizes: list[Literal["S", "M", "L"]] = []
+    # A door must open this long after its pulse, or the pulse is retried once, then: fault.
+    open_confirm_s: Annotated[float, Field(ge=0.5, le=60)] = 5.0
+    # A door open longer than this raises an alarm event (and the reminder hook).
+    door_alarm_s: Annotated[float, Field(ge=5, le=3600)] = 120.0
+    # How often the reminder hook (sound/LED) repeats while the alarm lasts.
+    reminder_interval_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # Clock-skew margin for credentials' nbf/exp (the locker's clock may drift offline).
+    credential_skew_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    # A scanned text longer than this is refused as oversized (a version 9 QR holds ~335).
+    max_credential_chars: Annotated[int, Field(ge=64, le=4296)] = 700
+    # After this many invalid scans in a row the scanner is locked out...
+    lockout_after: Annotated[int, Field(ge=1, le=100)] = 5
+    # ...for this long, doubling with every further lockout up to lockout_max_s.
+    lockout_base_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    lockout_max_s: Annotated[float, Field(ge=1, le=86400)] = 900.0
+    # An open request not yet carried out when the locker restarts is dropped after this long
+    # (the person has left); younger ones are carried out.
+    intent_ttl_s: Annotated[float, Field(ge=5, le=3600)] = 120.0
+    # How often doors and timers are checked.
+    tick_ms: Annotated[int, Field(ge=5, le=1000)] = 20
+
+    @field_validator("lockout_max_s")
+    @classmethod
+    def _max_above_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("lockout_base_s")
+        if base is not None and value < base:
+            raise ValueError("must be >= lockout_base_s")
+        return value
+
+
 class DeviceConfig(_Section):
     device: DeviceSection
     idcard: IdCardSection = IdCardSection()
@@ -222,6 +258,7 @@ class DeviceConfig(_Section):
     certificate: CertificateSection = CertificateSection()
     sync: SyncSection = SyncSection()
     locks: LocksSection = LocksSection()
+    locker: LockerSection = LockerSection()
 
 
 def _describe(error: Any) -> str:

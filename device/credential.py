@@ -67,6 +67,24 @@ class MalformedCredentialError(CredentialError):
     reason = "malformed"
 
 
+class NotACredentialError(MalformedCredentialError):
+    """Some other QR code (a URL, a product code): it does not start with the prefix."""
+
+    reason = "not-a-credential"
+
+
+class TruncatedCredentialError(MalformedCredentialError):
+    """The text ends early: a partial scan or a cut-off copy."""
+
+    reason = "truncated"
+
+
+class OversizedCredentialError(MalformedCredentialError):
+    """Longer than any credential this verifier accepts (``max_length``)."""
+
+    reason = "oversized"
+
+
 class UnknownKeyError(CredentialError):
     """Signed with a key id this device does not hold."""
 
@@ -353,6 +371,8 @@ def _cbor(raw: bytes, what: str) -> Any:
     stream = io.BytesIO(raw)
     try:
         item = cbor2.CBORDecoder(stream).decode()
+    except cbor2.CBORDecodeEOF as err:
+        raise TruncatedCredentialError(f"credential {what} ends early: scan it again") from err
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as err:
         raise MalformedCredentialError(f"credential {what} is not valid CBOR") from err
     if stream.tell() != len(raw):
@@ -360,19 +380,23 @@ def _cbor(raw: bytes, what: str) -> Any:
     return item
 
 
-def _outer(text: str) -> list[Any]:
+def _outer(text: str, max_length: int = MAX_TEXT_LENGTH) -> list[Any]:
     """Prefix, base45, CBOR and the COSE_Sign1 array, checked before any cryptography."""
     if not isinstance(text, str) or not text.startswith(PREFIX):
-        raise MalformedCredentialError(
-            f"not a Linli credential (the text must start with {PREFIX})"
+        raise NotACredentialError(f"not a Linli credential (the text must start with {PREFIX})")
+    if len(text) > max_length:
+        raise OversizedCredentialError(
+            f"credential text is {len(text)} characters, more than the {max_length} accepted"
         )
-    if len(text) > MAX_TEXT_LENGTH:
-        raise MalformedCredentialError("credential text is longer than any QR code can hold")
     if len(text) == len(PREFIX):
-        raise MalformedCredentialError("credential is empty after its prefix")
+        raise TruncatedCredentialError("credential is empty after its prefix")
+    body = text[len(PREFIX) :]
     try:
-        raw = base45.b45decode(text[len(PREFIX) :])
+        raw = base45.b45decode(body)
     except (ValueError, TypeError, binascii.Error) as err:
+        if len(body) % 3 == 1 and base45_alphabet_only(body):
+            # base45 packs 2 bytes in 3 characters and 1 in 2: one character over is a cut-off.
+            raise TruncatedCredentialError("credential text ends early: scan it again") from err
         raise MalformedCredentialError("credential is not valid base45") from err
     message = _cbor(raw, "body")
     if isinstance(message, cbor2.CBORTag):
@@ -385,9 +409,17 @@ def _outer(text: str) -> list[Any]:
     return message
 
 
-def _parse_sign1(text: str) -> _Sign1:
+_BASE45_ALPHABET = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
+
+
+def base45_alphabet_only(text: str) -> bool:
+    """Whether every character of ``text`` is one base45 uses (QR alphanumeric mode)."""
+    return _BASE45_ALPHABET.issuperset(text)
+
+
+def _parse_sign1(text: str, max_length: int = MAX_TEXT_LENGTH) -> _Sign1:
     """Every malformed input gets one clear :class:`MalformedCredentialError`."""
-    protected_raw, unprotected, payload, signature = _outer(text)
+    protected_raw, unprotected, payload, signature = _outer(text, max_length)
     if not (
         isinstance(protected_raw, bytes)
         and isinstance(unprotected, dict)
@@ -438,13 +470,15 @@ def verify(
     skew_s: float = 60,
     revoked: Container[str] = (),
     seen: Container[str] = (),
+    max_length: int = MAX_TEXT_LENGTH,
 ) -> CredentialClaims:
     """Check a scanned credential offline and return its claims, or raise why it is refused.
 
     ``audience`` is this device's id (None skips the check, e.g. on the server for certificates);
-    ``revoked`` and ``seen`` hold ``cti`` values as lower-case hex.
+    ``revoked`` and ``seen`` hold ``cti`` values as lower-case hex; a text longer than
+    ``max_length`` characters is refused before it is decoded.
     """
-    sign1 = _parse_sign1(text.strip() if isinstance(text, str) else text)
+    sign1 = _parse_sign1(text.strip() if isinstance(text, str) else text, max_length)
     key = keys.get(sign1.kid)
     if key is None:
         raise UnknownKeyError(

@@ -172,3 +172,58 @@ def outbox_wire_text(db: Database) -> None:
     """Each new event's ``up/events`` JSON text, kept from ``emit`` (NULL for sealed events and
     for those queued before): a run of them is read as one string in one SQLite step."""
     db.table("outbox").add_column("wire", str)
+
+
+@migration(3)
+def locker_tables(db: Database) -> None:
+    """The locker's compartments, its journal of open requests and the credentials it has used
+    (docs/locker.md). Empty on a kiosk."""
+    db.execute(
+        """CREATE TABLE compartments (
+            number INTEGER PRIMARY KEY,
+            size TEXT NOT NULL CHECK (size IN ('S', 'M', 'L')),
+            state TEXT NOT NULL CHECK (state IN ('free', 'reserved', 'open_for_deposit',
+                'holding', 'open_for_pickup', 'fault', 'disabled')),
+            case_id TEXT,
+            content TEXT CHECK (content IN ('documents', 'result')),
+            since REAL NOT NULL,
+            resume_state TEXT,
+            fault TEXT,
+            door TEXT NOT NULL DEFAULT 'unknown'
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE locker_intents (
+            id INTEGER PRIMARY KEY,
+            compartment INTEGER NOT NULL REFERENCES compartments (number),
+            flow TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'pulsed', 'opened', 'done',
+                'failed', 'abandoned')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            pulsed_at REAL
+        )"""
+    )
+    # At most one open request per compartment is in progress: a second is refused, not queued.
+    db.execute(
+        "CREATE UNIQUE INDEX locker_intents_active ON locker_intents (compartment) "
+        "WHERE status IN ('pending', 'pulsed', 'opened')"
+    )
+    db.execute(
+        """CREATE TABLE used_credentials (
+            cti TEXT PRIMARY KEY,
+            used_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE scanner_lockout (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            failures INTEGER NOT NULL,
+            level INTEGER NOT NULL,
+            until REAL NOT NULL,
+            ignored INTEGER NOT NULL
+        )"""
+    )
+    db.execute("INSERT INTO scanner_lockout VALUES (1, 0, 0, 0, 0)")

@@ -174,7 +174,7 @@ def test_verify_garbage_exits_non_zero(files: dict[str, Path]) -> None:
         cli, ["certificate", "verify", "hello", "--public-key", str(files["pub"])]
     )
     assert result.exit_code == 1
-    assert "refused (malformed)" in result.output
+    assert "refused (not-a-credential)" in result.output
 
 
 def test_keygen_refuses_to_overwrite_and_writes_0600(files: dict[str, Path]) -> None:

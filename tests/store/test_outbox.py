@@ -15,19 +15,19 @@ from device.store import Store, StoreError, UnreadableEventError, open_store
 
 def make_state(store: Store) -> None:
     with store.transaction() as tx:
-        tx.execute("CREATE TABLE IF NOT EXISTS compartments (no INTEGER PRIMARY KEY, state TEXT)")
-        tx.execute("INSERT OR IGNORE INTO compartments VALUES (3, 'free')")
+        tx.execute("CREATE TABLE IF NOT EXISTS demo_compartments (no INTEGER PRIMARY KEY, state TEXT)")
+        tx.execute("INSERT OR IGNORE INTO demo_compartments VALUES (3, 'free')")
 
 
 def state(store: Store) -> str:
     with store.reading() as conn:
-        return str(conn.execute("SELECT state FROM compartments WHERE no = 3").fetchone()[0])
+        return str(conn.execute("SELECT state FROM demo_compartments WHERE no = 3").fetchone()[0])
 
 
 def test_state_change_and_event_commit_together(store: Store, clock: FakeClock) -> None:
     make_state(store)
     with store.transaction() as tx:
-        tx.execute("UPDATE compartments SET state = 'open_for_pickup' WHERE no = 3")
+        tx.execute("UPDATE demo_compartments SET state = 'open_for_pickup' WHERE no = 3")
         event = tx.emit("compartment.opened", {"compartment": 3})
     assert state(store) == "open_for_pickup"
     [pending] = store.outbox.pending()
@@ -46,7 +46,7 @@ def test_state_change_and_event_commit_together(store: Store, clock: FakeClock) 
 def test_exception_inside_transaction_leaves_neither(store: Store) -> None:
     make_state(store)
     with pytest.raises(RuntimeError, match="lock jammed"), store.transaction() as tx:
-        tx.execute("UPDATE compartments SET state = 'open_for_pickup' WHERE no = 3")
+        tx.execute("UPDATE demo_compartments SET state = 'open_for_pickup' WHERE no = 3")
         tx.emit("compartment.opened", {"compartment": 3})
         raise RuntimeError("lock jammed")
     assert state(store) == "free"
