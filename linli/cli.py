@@ -14,6 +14,7 @@ from linli.commands import (
     bench,
     certificate,
     idcard,
+    locker,
     pcsc,
     provision,
     scan,
@@ -47,6 +48,7 @@ cli.add_command(certificate.certificate)
 cli.add_command(provision.provision)
 cli.add_command(server.server)
 cli.add_command(sync.sync)
+cli.add_command(locker.locker)
 
 
 def main() -> None:

@@ -159,7 +159,8 @@ class CameraScanner:
 
     ``open_source`` opens the camera (default: :class:`VideoCaptureSource` on ``camera_source``) and
     raises :class:`DeviceUnavailableError` when it cannot; a source that gives no frame for
-    ``stall_s`` seconds is closed and reopened every ``reconnect_s``.
+    ``stall_s`` seconds is closed and reopened every ``reconnect_s``. ``on_reject`` hears of every
+    refused code (a locker audits them); frames that cannot be decoded at all are only counted.
     """
 
     def __init__(
@@ -169,9 +170,11 @@ class CameraScanner:
         clock: Clock = SYSTEM_CLOCK,
         fallback: bool = True,
         stall_s: float = 2.0,
+        on_reject: Callable[[ScanRejectedError], None] | None = None,
     ) -> None:
         self.config = config
         self.source = f"camera:{config.camera_source}"
+        self._on_reject = on_reject
         self._open_source = open_source or self._open_capture
         self._clock = clock
         self._fallback = fallback
@@ -341,6 +344,8 @@ class CameraScanner:
                 event = make_event(payload, self.source, self._clock.time(), self.config.max_length)
             except ScanRejectedError as err:
                 self.rejections[err.reason] += 1
+                if self._on_reject is not None:
+                    self._on_reject(err)
                 continue
             events.append(event)
         return events

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import serial
@@ -40,7 +40,8 @@ class SerialScanner:
     """A GM65-family module on a serial port (context manager; ``close()`` is safe twice).
 
     ``line_gap_s``: a line left unterminated for that long is dropped as stalled, so a burst of
-    noise cannot glue itself to the next scan.
+    noise cannot glue itself to the next scan. ``on_reject`` hears of every refused line (reason
+    and length only; a locker audits them), called from the reading thread.
     """
 
     def __init__(
@@ -48,8 +49,10 @@ class SerialScanner:
         config: ScannerSection,
         clock: Clock = SYSTEM_CLOCK,
         line_gap_s: float = 0.5,
+        on_reject: Callable[[ScanRejectedError], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_reject = on_reject
         self.source = f"serial:{config.port}"
         self._clock = clock
         self._line_gap_s = line_gap_s
@@ -257,14 +260,19 @@ class SerialScanner:
                     item.data, self.source, self._clock.time(), self.config.max_length
                 )
             except ScanRejectedError as err:
-                self.rejections[err.reason] += 1
+                self._rejected(err)
                 return
             self._events.append(event)
         elif isinstance(item, ScanRejectedError):
-            self.rejections[item.reason] += 1
             log_rejection(item, self.source)
+            self._rejected(item)
         else:
             self._log_bad_frame(item)
+
+    def _rejected(self, err: ScanRejectedError) -> None:
+        self.rejections[err.reason] += 1
+        if self._on_reject is not None:
+            self._on_reject(err)
 
     def _log_bad_frame(self, err: ProtocolError) -> None:
         self.rejections["bad_frame"] += 1

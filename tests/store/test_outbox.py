@@ -15,7 +15,9 @@ from device.store import Store, StoreError, UnreadableEventError, open_store
 
 def make_state(store: Store) -> None:
     with store.transaction() as tx:
-        tx.execute("CREATE TABLE IF NOT EXISTS demo_compartments (no INTEGER PRIMARY KEY, state TEXT)")
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS demo_compartments (no INTEGER PRIMARY KEY, state TEXT)"
+        )
         tx.execute("INSERT OR IGNORE INTO demo_compartments VALUES (3, 'free')")
 
 
