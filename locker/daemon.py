@@ -51,7 +51,10 @@ class LockerDaemon:
         *,
         clock: Clock = SYSTEM_CLOCK,
         indicator: Indicator | None = None,
+        locks: LockController | None = None,
     ) -> None:
+        """``locks``: a controller to use instead of the one ``[locks]`` names (the benchmark
+        passes GPIO locks on a simulated RPi.GPIO); the daemon closes it either way."""
         if config.device.kind != "locker":
             raise ConfigError(
                 f"device.kind is {config.device.kind!r}: `linli locker run` needs a locker config"
@@ -75,7 +78,7 @@ class LockerDaemon:
         self.sync: SyncDaemon | None = None
         self.scanner: Scanner | None = None
         try:
-            self.locks = open_locks(config.locks, clock=clock)
+            self.locks = locks or open_locks(config.locks, clock=clock)
             if self.locks is None:
                 raise ConfigError(
                     "locks.backend is 'none': a locker needs its locks (gpio or rs485)"

@@ -178,3 +178,30 @@ def bench_sync(
         ),
         as_json,
     )
+
+
+@bench.command("locker")
+@click.option(
+    "--scans",
+    type=click.IntRange(min=2),
+    default=200,
+    show_default=True,
+    help="Credentials scanned per run (offline, then network down).",
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Events waiting in the outbox during the network-down run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON list.")
+def bench_locker(scans: int, backlog: int, as_json: bool) -> None:
+    """Credential scanned -> relay energised on a simulated locker (budget p95 <= 50 ms).
+
+    The real locker daemon with its serial scanner (GM65 emulator, 9600 baud pty) and GPIO locks
+    on the simulated RPi.GPIO: offline, then with the broker unreachable and BACKLOG events queued.
+    """
+    from linli.bench import locker as locker_bench
+
+    emit(locker_bench.run(scans, backlog=backlog), as_json)
