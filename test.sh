@@ -7,5 +7,5 @@ scripts/bootstrap.sh
 bin=.venv/bin
 echo "== ruff check"; "$bin/ruff" check .
 echo "== ruff format --check"; "$bin/ruff" format --check .
-echo "== mypy --strict"; "$bin/mypy" --strict device hardware_sim linli kiosk_ui provisioning sync_server
+echo "== mypy --strict"; "$bin/mypy" --strict device hardware_sim linli kiosk_ui locker provisioning sync_server
 echo "== pytest"; "$bin/pytest" "$@"

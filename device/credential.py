@@ -394,8 +394,9 @@ def _outer(text: str, max_length: int = MAX_TEXT_LENGTH) -> list[Any]:
     try:
         raw = base45.b45decode(body)
     except (ValueError, TypeError, binascii.Error) as err:
-        if len(body) % 3 == 1 and base45_alphabet_only(body):
-            # base45 packs 2 bytes in 3 characters and 1 in 2: one character over is a cut-off.
+        if len(body) % 3 and base45_alphabet_only(body):
+            # base45 packs 2 bytes in 3 characters (1 in a final 2): a text of valid characters
+            # that fails to decode with a partial last group was cut inside that group.
             raise TruncatedCredentialError("credential text ends early: scan it again") from err
         raise MalformedCredentialError("credential is not valid base45") from err
     message = _cbor(raw, "body")

@@ -42,8 +42,50 @@ def locks_section(count: int = 4, **overrides: Any) -> LocksSection:
 
 
 @dataclass
+class _Process:
+    """What one run of the locker daemon holds: rebuilt by :meth:`LockerSite.restart`."""
+
+    locks: GpioLockController
+    store: Store
+    locker: Locker
+    runner: CommandRunner
+    indicator: LogIndicator
+
+
+def _start_process(
+    path: Path,
+    clock: Clock,
+    gpio: SimGpio,
+    locks_config: LocksSection,
+    section: LockerSection,
+    *,
+    server_key: SigningKey,
+    device_id: str,
+    device_key: DeviceKey,
+) -> _Process:
+    """Open the locks on ``gpio``, the store file under ``path``, and start a locker on them."""
+    locks = GpioLockController(locks_config, gpio=gpio, clock=clock)
+    store = open_store(path / "store.db", key=device_key, clock=clock)
+    keys = {server_key.kid: server_key.verify_key}
+    indicator = LogIndicator()
+    locker = Locker(
+        store,
+        locks,
+        device_id=device_id,
+        keys=keys,
+        section=section,
+        clock=clock,
+        indicator=indicator,
+    )
+    runner = CommandRunner(store, keys, device_id, clock=clock)
+    LockerCommands(locker).register(runner)
+    locker.start()
+    return _Process(locks, store, locker, runner, indicator)
+
+
+@dataclass
 class LockerSite:
-    """One simulated locker; ``close()`` releases everything."""
+    """One simulated locker; ``close()`` releases everything, ``restart()`` starts it again."""
 
     path: Path
     clock: Clock
@@ -55,6 +97,8 @@ class LockerSite:
     server_key: SigningKey
     device_id: str
     indicator: LogIndicator = field(default_factory=LogIndicator)
+    device_key: DeviceKey = field(default_factory=DeviceKey.generate)
+    locks_config: LocksSection = field(default_factory=locks_section)
 
     @classmethod
     def build(
@@ -71,28 +115,59 @@ class LockerSite:
         path = Path(path)
         clock = clock if clock is not None else FakeClock()
         server_key = server_key or generate_signing_key(SERVER_KID)
+        key = key or DeviceKey.generate()
         locks_cfg = locks_section(len(sizes))
         gpio = SimGpio.for_section(locks_cfg, clock)
-        locks = GpioLockController(locks_cfg, gpio=gpio, clock=clock)
-        store = open_store(path / "store.db", key=key or DeviceKey.generate(), clock=clock)
-        keys = {server_key.kid: server_key.verify_key}
-        indicator = LogIndicator()
         section = LockerSection(sizes=list(sizes), **locker_options)
-        locker = Locker(
-            store,
-            locks,
+        p = _start_process(
+            path,
+            clock,
+            gpio,
+            locks_cfg,
+            section,
+            server_key=server_key,
             device_id=device_id,
-            keys=keys,
-            section=section,
-            clock=clock,
-            indicator=indicator,
+            device_key=key,
         )
-        runner = CommandRunner(store, keys, device_id, clock=clock)
-        LockerCommands(locker).register(runner)
-        locker.start()
         return cls(
-            path, clock, gpio, locks, store, locker, runner, server_key, device_id, indicator
+            path,
+            clock,
+            gpio,
+            p.locks,
+            p.store,
+            p.locker,
+            p.runner,
+            server_key,
+            device_id,
+            p.indicator,
+            key,
+            locks_cfg,
         )
+
+    def restart(self, **locker_options: Any) -> None:
+        """Stop this locker process and start a new one (``start()`` and its recovery included)
+        on the same store file, the same simulated wiring and the same clock; ``locker_options``
+        change its ``[locker]`` config.
+
+        Nothing in memory survives, as after a power cut: the new process knows what the store
+        and the doors tell it. Doors, jams and cut wires stay as they are in ``gpio``.
+        """
+        section = LockerSection.model_validate(
+            {**self.locker.section.model_dump(), **locker_options}
+        )
+        self.close()
+        p = _start_process(
+            self.path,
+            self.clock,
+            self.gpio,
+            self.locks_config,
+            section,
+            server_key=self.server_key,
+            device_id=self.device_id,
+            device_key=self.device_key,
+        )
+        self.locks, self.store, self.locker = p.locks, p.store, p.locker
+        self.runner, self.indicator = p.runner, p.indicator
 
     def credential(
         self,

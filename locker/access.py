@@ -50,7 +50,7 @@ KIND_FLOWS: Final = {
 REFUSED_EVENT: Final = "credential.refused"
 ACCEPTED_EVENT: Final = "credential.accepted"
 LOCKOUT_EVENT: Final = "scanner.lockout"
-LOCKOUT_ENDED_EVENT: Final = "scanner.lockout-ended"
+LOCKOUT_ENDED_EVENT: Final = "scanner.lockout_ended"
 
 
 class Refusal(LockerError, ValueError):

@@ -117,13 +117,23 @@ class Compartments:
                 elif existing[number].size != size:
                     tx.execute("UPDATE compartments SET size = ? WHERE number = ?", (size, number))
             extra = [c for n, c in existing.items() if n > len(sizes)]
-            busy = [c.number for c in extra if c.state not in (S.FREE, S.DISABLED)]
+            # A compartment disabled while holding still has the case's documents inside.
+            busy = [
+                c.number
+                for c in extra
+                if c.state not in (S.FREE, S.DISABLED) or c.case_id is not None
+            ]
             if busy:
                 raise CompartmentStateError(
                     f"compartments {busy} are in use but the configuration has only "
                     f"{len(sizes)} locks; empty them first or restore the configuration"
                 )
             for compartment in extra:
+                # Only finished requests are left (one in progress would make it busy); their
+                # journal rows reference the compartment and would block its removal.
+                tx.execute(
+                    "DELETE FROM locker_intents WHERE compartment = ?", (compartment.number,)
+                )
                 tx.execute("DELETE FROM compartments WHERE number = ?", (compartment.number,))
 
     def get(self, number: int, tx: Transaction | None = None) -> Compartment:

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2
 """A pulse that does not open the door is retried once; then the compartment is in fault."""
+DOOR_SETTLE_S = 1.0
+"""How long :meth:`Locker.start` reads the doors for a debounced state (it takes tens of ms)."""
 
 SCAN_REJECTIONS = {
     "too_long": "oversized",
@@ -137,11 +139,11 @@ class Locker:
 
     # -- start and recovery ----------------------------------------------------------------------
     def start(self) -> None:
-        """Create the compartments, read the doors once and sort out what a previous run left:
+        """Create the compartments, read the doors and sort out what a previous run left:
         requests too old to carry out are dropped, the rest resume in :meth:`tick`."""
         self.compartments.ensure(self.sizes, self._clock.time())
         with self._hw:
-            self._poll()
+            self._read_doors()
         now = self._clock.time()
         for intent in self.intents.active():
             if intent.status is Status.PENDING:
@@ -161,6 +163,22 @@ class Locker:
         self._started = True
         log.info("locker ready: %d compartments", len(self._doors))
 
+    def _read_doors(self) -> None:
+        """Poll until every door has a debounced state, or :data:`DOOR_SETTLE_S` passes.
+
+        Recovery decides on the doors: an open one is the witness of a pulse the last run did not
+        record. A single poll right after the controller starts reads UNKNOWN (the debounce has
+        not held yet), and taking that for "not open" pulses the lock a second time.
+        """
+        deadline = self._clock.monotonic() + DOOR_SETTLE_S
+        self._poll()
+        while (
+            any(door.state is DoorState.UNKNOWN for door in self._doors.values())
+            and self._clock.monotonic() < deadline
+        ):
+            self._clock.sleep(self.section.tick_ms / 1000)
+            self._poll()
+
     def _abandon(self, intent: Intent) -> None:
         with self.store.transaction() as tx:
             self.intents.update(tx, intent, Status.ABANDONED)
@@ -171,7 +189,7 @@ class Locker:
             )
             self.compartments.move(tx, intent.compartment, back, reason="request-expired", **fields)
             tx.emit(
-                "compartment.open-dropped",
+                "compartment.open_dropped",
                 {
                     "compartment": intent.compartment,
                     "intent": intent.id,
@@ -226,11 +244,11 @@ class Locker:
 
     def _refused(self, refusal: Refusal) -> ScanOutcome:
         with self.store.transaction() as tx:
+            tx.emit(REFUSED_EVENT, refusal.audit())
             if refusal.reason == "locked-out":
-                self.lockout.ignore(tx)
+                self.lockout.ignore(tx)  # does not lengthen the lockout
             else:
                 self.lockout.end_if_over(tx)
-                tx.emit(REFUSED_EVENT, refusal.audit())
                 delay = self.lockout.refused(tx)
                 if delay is not None:
                     log.warning("scanner locked out for %.0f s after invalid scans", delay)
@@ -386,7 +404,7 @@ class Locker:
                 tx, intent, intent.status, attempts=attempt, pulsed_at=self._clock.time()
             )
             tx.emit(
-                "compartment.unlock-failed",
+                "compartment.unlock_failed",
                 {
                     "compartment": intent.compartment,
                     "attempt": attempt,
@@ -469,7 +487,7 @@ class Locker:
             return
         open_s = now - (door.open_since or now)
         tx.emit(
-            "compartment.alarm-cleared",
+            "compartment.alarm_cleared",
             {"compartment": number, "alarm": "door-open", "open_s": round(open_s, 1)},
         )
         door.alarmed = False

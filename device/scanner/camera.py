@@ -170,6 +170,7 @@ class CameraScanner:
         clock: Clock = SYSTEM_CLOCK,
         fallback: bool = True,
         stall_s: float = 2.0,
+        *,
         on_reject: Callable[[ScanRejectedError], None] | None = None,
     ) -> None:
         self.config = config
