@@ -14,7 +14,7 @@ from typing import Final
 
 POINTS: Final = (
     "scan-accepted",  # the credential is used and the open request journaled, nothing pulsed
-    "command-accepted",  # the same for a server command (its inbox record committed)
+    "command-accepted",  # a server command's executor ran, its transaction not yet committed
     "before-pulse",  # about to energise the relay
     "after-pulse",  # the relay was pulsed, the pulse is not yet recorded
     "pulse-recorded",  # the pulse and its event are committed
