@@ -83,6 +83,31 @@ def _start_process(
     return _Process(locks, store, locker, runner, indicator)
 
 
+def locker_credential(
+    key: SigningKey,
+    aud: str,
+    kind: str,
+    case: str,
+    compartment: int | None = None,
+    *,
+    valid_from: float,
+    valid_s: float = 3600,
+    cti: bytes | None = None,
+) -> str:
+    """A locker credential for ``aud`` as the server issues it: ``LQ1:...`` valid from
+    ``valid_from`` (wall time) for ``valid_s`` seconds."""
+    claims = CredentialClaims(
+        kind=kind,
+        sub=case,
+        nbf=int(valid_from),
+        exp=int(valid_from + valid_s),
+        cti=cti or secrets.token_bytes(8),
+        aud=aud,
+        compartment=compartment,
+    )
+    return issue(claims, key)
+
+
 @dataclass
 class LockerSite:
     """One simulated locker; ``close()`` releases everything, ``restart()`` starts it again."""
@@ -182,17 +207,16 @@ class LockerSite:
         key: SigningKey | None = None,
     ) -> str:
         """A credential as the server would issue it (``LQ1:...``)."""
-        now = self.clock.time() if valid_from is None else valid_from
-        claims = CredentialClaims(
-            kind=kind,
-            sub=case,
-            nbf=int(now),
-            exp=int(now + valid_s),
-            cti=cti or secrets.token_bytes(8),
-            aud=aud or self.device_id,
-            compartment=compartment,
+        return locker_credential(
+            key or self.server_key,
+            aud or self.device_id,
+            kind,
+            case,
+            compartment,
+            valid_from=self.clock.time() if valid_from is None else valid_from,
+            valid_s=valid_s,
+            cti=cti,
         )
-        return issue(claims, key or self.server_key)
 
     def command(self, type_: str, args: dict[str, Any]) -> CommandOutcome:
         """Sign a command as the server and hand it to the device's runner (as ``down/cmd``

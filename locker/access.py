@@ -9,6 +9,7 @@ locks the scanner out for a growing delay. Refusal reasons are listed in :data:`
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -268,13 +269,15 @@ class Lockout:
     def accepted(self, tx: Transaction) -> None:
         tx.execute("UPDATE scanner_lockout SET failures = 0, level = 0")
 
-    def snapshot(self, tx: Transaction) -> dict[str, Any]:
-        failures, level, until, ignored = self._row(tx)
+    def snapshot(self, store: Store) -> dict[str, Any]:
+        """The lockout as it stands (a read: no write transaction)."""
+        with store.reading() as conn:
+            failures, level, until, ignored = self._row(conn)
         return {"invalid_scans": failures, "level": level, "until": until, "ignored": ignored}
 
     @staticmethod
-    def _row(tx: Transaction) -> tuple[int, int, float, int]:
-        row = tx.execute(
+    def _row(db: Transaction | sqlite3.Connection) -> tuple[int, int, float, int]:
+        row = db.execute(
             "SELECT failures, level, until, ignored FROM scanner_lockout WHERE id = 1"
         ).fetchone()
         return int(row[0]), int(row[1]), float(row[2]), int(row[3])

@@ -103,11 +103,14 @@ class LockerCommands:
         """``{compartment}``: a technician fixed the lock or door; back to free or holding."""
         number = _compartment(args)
         back = self._locker.compartments.get(number, tx).resume_state or State.FREE
-        fields: dict[str, Any] = {"resume_state": None, "fault": None}
-        if back is State.FREE:
-            fields.update(case_id=None, content=None)
         self._locker.compartments.move(
-            tx, number, back, reason="fault-cleared", expect=State.FAULT, **fields
+            tx,
+            number,
+            back,
+            reason="fault-cleared",
+            expect=State.FAULT,
+            resume_state=None,
+            fault=None,
         )
         return {"compartment": number, "state": str(back)}
 

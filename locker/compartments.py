@@ -175,7 +175,7 @@ class Compartments:
         """Move ``number`` to ``to`` (checked against :data:`TRANSITIONS`) and emit its event.
 
         ``expect``: the state it must be in now. ``fields`` sets ``case_id``, ``content``,
-        ``resume_state`` or ``fault`` too (None clears).
+        ``resume_state`` or ``fault`` too (None clears); a move to ``free`` clears the case.
         """
         before = self._get(tx.conn, number)
         if expect is not None and before.state != expect:
@@ -189,6 +189,12 @@ class Compartments:
         unknown = set(fields) - {"case_id", "content", "resume_state", "fault"}
         if unknown:
             raise ValueError(f"not compartment fields: {sorted(unknown)}")
+        if to is S.FREE:
+            fields = {
+                "case_id": None,
+                "content": None,
+                **fields,
+            }  # a free compartment holds nothing
         now = self._store.clock.time()
         values = {"state": str(to), "since": now, **fields}
         assignments = ", ".join(f"{name} = ?" for name in values)

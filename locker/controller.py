@@ -184,10 +184,7 @@ class Locker:
             self.intents.update(tx, intent, Status.ABANDONED)
             compartment = self.compartments.get(intent.compartment, tx)
             back = State.FREE if intent.flow.deposits else State.HOLDING
-            fields: dict[str, Any] = (
-                {"case_id": None, "content": None} if back is State.FREE else {}
-            )
-            self.compartments.move(tx, intent.compartment, back, reason="request-expired", **fields)
+            self.compartments.move(tx, intent.compartment, back, reason="request-expired")
             tx.emit(
                 "compartment.open_dropped",
                 {
@@ -447,8 +444,6 @@ class Locker:
                     State.FREE,
                     reason="door-closed",
                     expect=State.OPEN_FOR_PICKUP,
-                    case_id=None,
-                    content=None,
                 )
                 event = "compartment.emptied"
             tx.emit(
@@ -503,9 +498,7 @@ class Locker:
             intent = intents.get(compartment.number)
             row["request"] = None if intent is None else str(intent.status)
             rows.append(row)
-        with self.store.transaction() as tx:
-            lockout = self.lockout.snapshot(tx)
-        return {"compartments": rows, "lockout": lockout}
+        return {"compartments": rows, "lockout": self.lockout.snapshot(self.store)}
 
     def doors(self) -> Sequence[DoorState]:
         return [d.state for d in self._doors.values()]

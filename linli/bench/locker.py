@@ -13,7 +13,6 @@ and ``backlog`` events waiting in the outbox.
 
 from __future__ import annotations
 
-import secrets
 import tempfile
 import threading
 import time
@@ -23,15 +22,13 @@ from typing import Any
 from device.clock import SYSTEM_CLOCK
 from device.config import DeviceConfig, LockerSection, ScannerSection, SyncSection
 from device.credential import (
-    CredentialClaims,
     SigningKey,
     generate_signing_key,
-    issue,
     save_verify_key,
 )
 from device.locks.gpio import GpioLockController
 from hardware_sim.gpio import SimGpio
-from hardware_sim.locker_site import locks_section
+from hardware_sim.locker_site import locker_credential, locks_section
 from hardware_sim.processes import free_tcp_port
 from hardware_sim.scanner import Gm65Emulator
 from linli.bench import summarize, value
@@ -81,17 +78,10 @@ class _Rig:
         self.scanner.close()
 
     def credential(self, kind: str, case: str, compartment: int | None) -> str:
-        now = int(time.time())
-        claims = CredentialClaims(
-            kind=kind,
-            sub=case,
-            nbf=now - 5,
-            exp=now + 600,
-            cti=secrets.token_bytes(8),
-            aud=DEVICE,
-            compartment=compartment,
+        now = time.time()
+        return locker_credential(
+            self.key, DEVICE, kind, case, compartment, valid_from=now - 5, valid_s=605
         )
-        return issue(claims, self.key)
 
     def scan_to_relay(self, text: str) -> tuple[float, int]:
         """Show ``text``; return (seconds from its last byte to a relay energising, lock)."""

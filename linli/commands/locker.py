@@ -14,6 +14,7 @@ import click
 
 from device.config import load_config
 from device.sync.daemon import STORE_FILE
+from linli.commands.sync import read_outbox_status
 
 config_option = click.option(
     "--config",
@@ -87,17 +88,11 @@ def read_status(path: Path) -> dict[str, Any]:
         failures, level, until = conn.execute(
             "SELECT failures, level, until FROM scanner_lockout"
         ).fetchone()
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        pending = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        sync = read_outbox_status(conn)
     return {
         "compartments": compartments,
         "lockout": {"invalid_scans": failures, "level": level, "until": until},
-        "sync": {
-            "boot": int(meta.get("boot", 0)),
-            "pending": pending,
-            "last_seq": int(meta.get("last_seq", 0)),
-            "acked_seq": int(meta.get("acked_seq", 0)),
-        },
+        "sync": sync,
     }
 
 

@@ -62,6 +62,18 @@ def run(*, config_path: Path, duration: float | None) -> None:
         )
 
 
+def read_outbox_status(conn: sqlite3.Connection) -> dict[str, int]:
+    """Boot count, queued events and seq counters of a store opened read-only (a look must not
+    migrate the store or count a boot, as opening a Store would)."""
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    return {
+        "boot": int(meta.get("boot", 0)),
+        "pending": int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0]),
+        "last_seq": int(meta.get("last_seq", 0)),
+        "acked_seq": int(meta.get("acked_seq", 0)),
+    }
+
+
 @sync.command("status")
 @click.option(
     "--config",
@@ -80,20 +92,12 @@ def status(*, config_path: Path, as_json: bool) -> None:
     # Read-only: opening the Store would migrate it and count a boot, which a look must not do.
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            pending = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            outbox = read_outbox_status(conn)
             versions = dict(conn.execute("SELECT doc, version FROM doc_versions").fetchall())
     except sqlite3.Error as err:
         raise click.ClickException(f"{path}: cannot read the store: {err}") from err
     documents = {doc: int(versions.get(doc, 0)) for doc in DOCUMENTS}
-    report: dict[str, Any] = {
-        "device": config.device.id,
-        "boot": int(meta.get("boot", 0)),
-        "pending": pending,
-        "last_seq": int(meta.get("last_seq", 0)),
-        "acked_seq": int(meta.get("acked_seq", 0)),
-        "documents": documents,
-    }
+    report: dict[str, Any] = {"device": config.device.id, **outbox, "documents": documents}
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
         return
