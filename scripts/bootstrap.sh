@@ -12,12 +12,12 @@ cd "$repo"
 # (pyzbar), GL/glib (OpenCV), CUPS with the PDF queue (A4 printing and its tests), a CJK font
 # (certificates, receipts), poppler (PDF to text/PNG for checks), Mosquitto (the MQTT broker the tests
 # start with their own passwords, ACL and TLS), PostgreSQL (the server's production database; tests run a
-# private cluster).
+# private cluster), Chromium (the web pages are tested in a real headless browser driven by Playwright).
 DEB_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config swig libpcsclite-dev pcscd
   vsmartcard-vpcd libzbar0 libgl1 libglib2.0-0 cups cups-client cups-bsd libcups2-dev
   printer-driver-cups-pdf fonts-wqy-microhei fontconfig poppler-utils mosquitto mosquitto-clients
-  postgresql
+  postgresql chromium
 )
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }

@@ -42,7 +42,11 @@ COMMAND_STATUSES = ("issued", "delivered", "succeeded", "failed", "refused", "ex
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, float: Double}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        float: Double,
+    }
 
 
 DeviceIdColumn = String(MAX_DEVICE_ID_LENGTH)
@@ -131,6 +135,10 @@ class Document(Base):
     payload: Mapped[dict[str, Any]]
     created: Mapped[float]
 
+
+# The domain tables (cases, workers, lockers, residents...) live in their own module on the same
+# metadata; importing it here registers them, so ``metadata`` below is the whole schema.
+from sync_server import domain_models as _domain_models  # noqa: E402, F401
 
 metadata = Base.metadata
 """What the migrations must produce (tests compare them with alembic's ``compare_metadata``)."""

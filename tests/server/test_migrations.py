@@ -18,7 +18,7 @@ from sync_server.db import (
 from sync_server.errors import DatabaseConfigError, SchemaNotCurrentError
 from sync_server.models import metadata
 
-TABLES = {"devices", "events", "device_acks", "commands", "documents"}
+TABLES = {"devices", "events", "device_acks", "commands", "documents", "cases", "assignments"}
 
 
 def test_upgrade_creates_the_schema_of_the_models(db_url: str) -> None:
