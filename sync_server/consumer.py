@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -45,7 +45,7 @@ from device.protocol import (
     valid_device_id,
 )
 from sync_server.errors import DeviceMismatchError, ServerError
-from sync_server.ingest import BatchResult, ingest_batches, record_state
+from sync_server.ingest import BatchResult, Projector, ingest_batches, record_state
 from sync_server.models import Device
 from sync_server.wire import WireBatch, parse_events_fast
 
@@ -208,12 +208,16 @@ class Consumer:
         client_id: str | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        projector: Projector | None = None,
+        on_effects: Callable[[Sequence[Any]], None] | None = None,
     ) -> None:
         if not password:
             raise ConsumerConfigError("the broker password is empty; give the server account's")
         if 0 < broker.session_expiry_s <= broker.backoff_max_s:
             raise ConsumerConfigError("session_expiry_s must be 0 or longer than backoff_max_s")
         self._engine = engine
+        self._projector = projector
+        self._on_effects = on_effects
         self._broker = broker
         self._user = user
         self._password = password
@@ -584,7 +588,10 @@ class Consumer:
             results: list[BatchResult] = self._storage(
                 ",".join(devices)[:200],
                 lambda: ingest_batches(
-                    self._engine, [item.batch for item in group], clock=self._clock
+                    self._engine,
+                    [item.batch for item in group],
+                    clock=self._clock,
+                    projector=self._projector,
                 ),
             )
         except _StorageFailed:
@@ -605,6 +612,12 @@ class Consumer:
                 client.publish(topic(device, "down/ack"), encode(Ack(seq=ack)), qos=1)
                 with self._lock:
                     self._counts["acks_sent"] += 1
+        effects = [effect for result in results for effect in result.effects]
+        if effects and self._on_effects is not None:
+            try:
+                self._on_effects(effects)
+            except Exception:  # an effect (a notification) must never stop ingest
+                log.exception("acting on %d projected effects failed", len(effects))
 
     def _on_handled(self, device: str, suffix: str, message: mqtt.MQTTMessage) -> None:
         handler = self._handlers.get(suffix)

@@ -215,6 +215,7 @@ class Case(Base):
     due_at: Mapped[float | None]
     deposited_at: Mapped[float | None]
     collected_at: Mapped[float | None]
+    result_ready_at: Mapped[float | None]
     result_at: Mapped[float | None]
     completed_at: Mapped[float | None]
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Engine, Table, and_, or_, select, update
 from sqlalchemy.sql.expression import ColumnElement
@@ -28,6 +28,7 @@ from sync_server.wire import WireBatch, parse_events_fast, raw_text
 __all__ = [
     "BatchResult",
     "Clock",
+    "Projector",
     "acked_seq",
     "ingest_batch",
     "ingest_batches",
@@ -51,13 +52,31 @@ ACK_SCAN_PAGE = 1000
 @dataclass(frozen=True)
 class BatchResult:
     """What one batch did: ``ack`` for ``down/ack``, events newly ``stored``, ``duplicates``
-    already there, and ``conflicts`` (a duplicate seq carrying another event id: logged)."""
+    already there, ``conflicts`` (a duplicate seq carrying another event id: logged), and the
+    ``effects`` the projector reported for the device (on its first batch of the group)."""
 
     device: str
     ack: int
     stored: int
     duplicates: int
     conflicts: int
+    effects: tuple[Any, ...] = ()
+
+
+class Projector(Protocol):
+    """Turns newly stored events into domain changes in the SAME transaction as their storage.
+
+    So a projection happens exactly once per event whatever the redeliveries, and never for an
+    event whose storage rolled back. ``types`` are the event types it wants (the others cost one
+    set lookup); ``project`` gets them decoded, in seq order, and returns effects for the caller
+    to act on after the commit (notifications, waking the dispatcher).
+    """
+
+    types: frozenset[str]
+
+    def project(
+        self, conn: Connection, device: str, events: Sequence[tuple[int, str, Any]], now: float
+    ) -> Sequence[Any]: ...
 
 
 def _touch_device(conn: Connection, device_id: str, now: float) -> None:
@@ -104,14 +123,22 @@ def store_batch(engine: Engine, batch: EventBatch, *, clock: Clock = time.time) 
 
 
 def ingest_batch(
-    engine: Engine, batch: EventBatch | WireBatch, *, clock: Clock = time.time
+    engine: Engine,
+    batch: EventBatch | WireBatch,
+    *,
+    clock: Clock = time.time,
+    projector: Projector | None = None,
 ) -> BatchResult:
     """:func:`store_batch` with counts: everything in one transaction, committed before return."""
-    return ingest_batches(engine, [batch], clock=clock)[0]
+    return ingest_batches(engine, [batch], clock=clock, projector=projector)[0]
 
 
 def ingest_batches(
-    engine: Engine, batches: Sequence[EventBatch | WireBatch], *, clock: Clock = time.time
+    engine: Engine,
+    batches: Sequence[EventBatch | WireBatch],
+    *,
+    clock: Clock = time.time,
+    projector: Projector | None = None,
 ) -> list[BatchResult]:
     """Store several batches in ONE transaction (group commit); results in ``batches`` order.
 
@@ -127,6 +154,7 @@ def ingest_batches(
     for index, batch in enumerate(batches):
         by_device.setdefault(batch.device, []).append(index)
     results: list[BatchResult | None] = [None] * len(batches)
+    wanted_types = projector.types if projector is not None else frozenset[str]()
     with engine.begin() as conn:
         for device in sorted(by_device):
             indexes = by_device[device]
@@ -147,6 +175,7 @@ def ingest_batches(
             taken = set(stored)
             counts: list[tuple[int, int]] = []
             rows: list[tuple[Any, ...]] = []
+            wanted: list[tuple[int, str, Any]] = []
             for index in indexes:
                 batch = batches[index]
                 fresh = 0
@@ -155,6 +184,8 @@ def ingest_batches(
                         continue
                     taken.add(event.seq)
                     fresh += 1
+                    if event.type in wanted_types:
+                        wanted.append((event.seq, event.type, _decoded(event.data)))
                     rows.append(
                         (
                             device,
@@ -170,11 +201,12 @@ def ingest_batches(
                 counts.append((fresh, len(batch.events) - fresh))
             if rows:
                 insert_event_rows(conn, rows)
+            effects = _project(conn, projector, device, wanted, now)
             conflicts = _conflicts(device, sent, stored)
             ack = _advance_ack(conn, device, now)
             for index, (fresh, duplicates) in zip(indexes, counts, strict=True):
-                results[index] = BatchResult(device, ack, fresh, duplicates, conflicts)
-                conflicts = 0  # counted once, on the device's first batch
+                results[index] = BatchResult(device, ack, fresh, duplicates, conflicts, effects)
+                conflicts, effects = 0, ()  # counted once, on the device's first batch
             log.debug(
                 "device %s: %d batches, %d events stored, ack %d",
                 device,
@@ -194,6 +226,25 @@ def _data_json(data: Any) -> str:
     """The text received (a :class:`~sync_server.wire.WireEvent`) or the dict encoded."""
     text = raw_text(data)
     return _json(data) if text is None else text
+
+
+def _project(
+    conn: Connection,
+    projector: Projector | None,
+    device: str,
+    wanted: list[tuple[int, str, Any]],
+    now: float,
+) -> tuple[Any, ...]:
+    if not wanted or projector is None:
+        return ()
+    wanted.sort(key=lambda item: item[0])
+    return tuple(projector.project(conn, device, wanted, now))
+
+
+def _decoded(data: Any) -> Any:
+    """An event's data as Python values (the fast path keeps the JSON text received)."""
+    text = raw_text(data)
+    return data if text is None else json.loads(text)
 
 
 # The hot path of ingest speaks SQL to the DB-API driver directly (written with ``?`` and

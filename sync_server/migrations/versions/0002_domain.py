@@ -197,6 +197,7 @@ def upgrade() -> None:
         sa.Column("due_at", sa.Double(), nullable=True),
         sa.Column("deposited_at", sa.Double(), nullable=True),
         sa.Column("collected_at", sa.Double(), nullable=True),
+        sa.Column("result_ready_at", sa.Double(), nullable=True),
         sa.Column("result_at", sa.Double(), nullable=True),
         sa.Column("completed_at", sa.Double(), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
