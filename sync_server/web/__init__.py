@@ -1,0 +1,1 @@
+"""The server's HTTP side (FastAPI): resident pages and API, worker app, admin pages."""

@@ -1,0 +1,129 @@
+"""The FastAPI application: security headers, same-origin checks, error pages, and the routers.
+
+``create_app(context)`` builds one app for the given :class:`WebContext`; ``linli server run``
+serves it with uvicorn. Pages are server-rendered Jinja2 (they must work on the cheapest phones,
+with scripts only for auto-refresh); the JSON API under ``/api/v1`` has an OpenAPI description at
+``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sync_server.web.context import WebContext
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+SECURITY_HEADERS = {
+    # Case links carry the resident's access token in the path: never send it to another site.
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _cross_site(request: Request) -> bool:
+    """A browser form post from another site (CSRF), told by ``Sec-Fetch-Site`` or ``Origin``.
+
+    Requests without either header (command-line clients, the API with its token header) are
+    not browsers acting for someone else and pass; worker pages also check a CSRF token.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin == "null"
+    host = request.headers.get("host", "")
+    return origin.split("://", 1)[-1] != host
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/")
+
+
+def create_app(context: WebContext) -> FastAPI:
+    """The whole web app for ``context``."""
+    from sync_server.web import resident
+
+    app = FastAPI(
+        title="Linli server API",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.context = context
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.middleware("http")
+    async def security(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.method in UNSAFE_METHODS and _cross_site(request):
+            log.warning("refused a cross-site %s to %s", request.method, request.url.path)
+            return _error(request, 403, "请求来源不正确，请从本站页面重新操作。")
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith(("/c/", "/api/")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "请求无法处理"
+        return _error(request, exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        if _wants_html(request):
+            return _error(request, 422, "输入有误：" + "；".join(problems))
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(resident.pages)
+    app.include_router(resident.api)
+    return app
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if _wants_html(request):
+        return templates.TemplateResponse(
+            request, "error.html", {"status": status, "message": message}, status_code=status
+        )
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def html(request: Request, name: str, status: int = 200, **values: object) -> HTMLResponse:
+    """Render a page template with the site name."""
+    context: WebContext = request.app.state.context
+    return templates.TemplateResponse(
+        request, name, {"site_name": context.site_name, **values}, status_code=status
+    )
