@@ -8,13 +8,15 @@ with scripts only for auto-refresh); the JSON API under ``/api/v1`` has an OpenA
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,6 +29,16 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+SITE_TZ = ZoneInfo("Asia/Shanghai")
+
+
+def _timestamp(value: float) -> str:
+    """Unix seconds as the resident reads them: ``11月23日 14:05`` (China time)."""
+    moment = dt.datetime.fromtimestamp(value, SITE_TZ)
+    return f"{moment.month}月{moment.day}日 {moment:%H:%M}"
+
+
+templates.env.filters["timestamp"] = _timestamp
 
 SECURITY_HEADERS = {
     # Case links carry the resident's access token in the path: never send it to another site.
@@ -63,7 +75,7 @@ def _wants_html(request: Request) -> bool:
 
 def create_app(context: WebContext) -> FastAPI:
     """The whole web app for ``context``."""
-    from sync_server.web import resident
+    from sync_server.web import resident, worker
 
     app = FastAPI(
         title="Linli server API",
@@ -91,6 +103,8 @@ def create_app(context: WebContext) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 303 and exc.headers:  # a page that needs a login
+            return RedirectResponse(exc.headers["Location"], status_code=303)
         message = exc.detail if isinstance(exc.detail, str) else "请求无法处理"
         return _error(request, exc.status_code, message)
 
@@ -110,6 +124,7 @@ def create_app(context: WebContext) -> FastAPI:
 
     app.include_router(resident.pages)
     app.include_router(resident.api)
+    app.include_router(worker.pages)
     return app
 
 

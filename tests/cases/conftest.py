@@ -54,6 +54,9 @@ SITE: dict[str, Any] = {
 def site(engine: Engine) -> Engine:  # noqa: F811
     """``engine`` with the small site above loaded (fast hashes: the hasher is not under test)."""
     load_site_data(
-        engine, SITE, clock=lambda: NOW, hasher=PasswordHasher(time_cost=1, memory_cost=8)
+        engine,
+        SITE,
+        clock=lambda: NOW,
+        hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
     )
     return engine
