@@ -52,6 +52,7 @@ __all__ = [
     "check_access",
     "effective_state",
     "get_case",
+    "hash_token",
     "move",
     "new_case_id",
     "open_case",
@@ -169,7 +170,8 @@ def new_case_id() -> str:
     return "C" + "".join(secrets.choice(CASE_ID_ALPHABET) for _ in range(9))
 
 
-def _hash_token(token: str) -> str:
+def hash_token(token: str) -> str:
+    """What the database keeps of a resident's access token (SHA-256 hex)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -221,7 +223,7 @@ def open_case(
             grid_id=point.area_id,
             state="draft",
             level="grid",
-            access_hash=_hash_token(token),
+            access_hash=hash_token(token),
             phone=phone,
             wechat_openid=wechat_openid,
             created=now,
@@ -258,7 +260,11 @@ def check_access(conn: Connection, case_id: str, token: str) -> CaseRecord:
     A wrong token and a missing case raise the same error, so a guessed URL learns nothing.
     """
     row = conn.execute(select(_cases).where(_cases.c.id == case_id)).first()
-    if row is None or not hmac.compare_digest(row.access_hash, _hash_token(token)):
+    digest = hash_token(token)
+    if row is None or not (
+        hmac.compare_digest(row.access_hash, digest)
+        or (row.link_hash is not None and hmac.compare_digest(row.link_hash, digest))
+    ):
         raise CaseNotFoundError(f"no case {case_id!r}")
     return CaseRecord.from_row(row)
 

@@ -146,6 +146,6 @@ def open_database(url: str | URL = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engin
         engine.dispose()
         raise SchemaNotCurrentError(
             f"database {where} is at schema {found or 'none'}, this server needs {head}; "
-            "migrate it first (sync_server.db.upgrade)"
+            "migrate it first (linli server migrate --db URL)"
         )
     return engine

@@ -185,6 +185,8 @@ class Case(Base):
 
     The resident follows it through a link that carries a secret; only its SHA-256 is stored
     (``access_hash``), so the database alone does not let anyone act as the resident.
+    ``link_hash`` is the hash of a second token, sent in the result notification (the first
+    one is in the resident's browser only).
     ``level`` is who answers for it (``ESCALATION_LEVELS``). ``version`` increments on every
     change (optimistic concurrency between server processes).
     """
@@ -207,6 +209,7 @@ class Case(Base):
     resumes: Mapped[str | None] = mapped_column(String(16))
     level: Mapped[str] = mapped_column(String(16), default="grid")
     access_hash: Mapped[str] = mapped_column(String(64))
+    link_hash: Mapped[str | None] = mapped_column(String(64))
     phone: Mapped[str | None] = mapped_column(String(32))
     wechat_openid: Mapped[str | None] = mapped_column(String(64))
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -115,12 +116,82 @@ def _expire_commands(engine: Any) -> None:
         log.warning("could not expire overdue commands (will retry): %s", type(err).__name__)
 
 
+@server.command("migrate")
+@click.option("--db", "db_url", required=True, help="Database URL to migrate to the newest schema.")
+def migrate(db_url: str) -> None:
+    """Create or upgrade the server database's schema (Alembic; safe to run again)."""
+    from sync_server.db import upgrade
+
+    try:
+        upgrade(db_url)
+    except ServerError as err:
+        raise ServerCommandError(str(err)) from err
+    click.echo(f"database migrated: {db_url.rsplit('@', maxsplit=1)[-1]}", err=True)
+
+
+@server.command("load-site")
+@click.option("--db", "db_url", required=True, help="Database URL (migrated).")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def load_site(db_url: str, file: Path) -> None:
+    """Load areas, services, lockers, kiosks and workers from a TOML file (an upsert)."""
+    import tomllib
+
+    from sync_server.sitedata import load_site_data
+
+    try:
+        engine = open_database(db_url)
+        data = load_site_data(engine, tomllib.loads(file.read_text(encoding="utf-8")))
+    except (ServerError, tomllib.TOMLDecodeError) as err:
+        raise ServerCommandError(f"{file}: {err}") from err
+    engine.dispose()
+    click.echo(
+        f"loaded {len(data.areas)} areas, {len(data.services)} services, "
+        f"{len(data.points)} service points, {len(data.workers)} workers",
+        err=True,
+    )
+
+
+def _run_full(config_path: Path, roles: tuple[str, ...], duration: float | None) -> None:
+    """``run --config``: HTTP, consumer and dispatcher (or the chosen roles) in this process."""
+    from sync_server.config import load_server_config
+    from sync_server.runtime import ROLES, ServerRuntime
+
+    try:
+        config = load_server_config(config_path)
+        runtime = ServerRuntime(config, roles or ROLES)
+    except (ServerError, CredentialKeyError, OSError) as err:
+        raise ServerCommandError(str(err)) from err
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if duration is not None:
+        threading.Timer(duration, stop.set).start()
+    where = f"http://{config.http.host}:{config.http.port}" if "http" in runtime.roles else "-"
+    click.echo(f"linli server: {', '.join(runtime.roles)}; web {where}", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        runtime.run(stop)
+    click.echo("linli server: stopped", err=True)
+
+
 @server.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Server config (TOML, docs/server.md): runs HTTP, consumer and dispatcher.",
+)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(["http", "consumer", "dispatcher"]),
+    help="With --config: run only these parts (repeat the option); default all.",
+)
 @click.option(
     "--db",
     "db_url",
-    required=True,
-    help="Database URL (sqlite:///PATH or postgresql+psycopg://...); migrated first.",
+    default=None,
+    help="Without --config: database URL (sqlite:///PATH or postgresql+psycopg://...).",
 )
 @click.option(
     "--site",
@@ -150,9 +221,9 @@ def _expire_commands(engine: Any) -> None:
 @click.option("--user", default=None, help="Broker account of the server (default: from --site).")
 @click.option(
     "--password-file",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="File holding the server account's broker password.",
+    help="Without --config: file holding the server account's broker password.",
 )
 @click.option(
     "--client-id",
@@ -171,23 +242,32 @@ def _expire_commands(engine: Any) -> None:
 )
 def run(
     *,
-    db_url: str,
+    config_path: Path | None,
+    roles: tuple[str, ...],
+    db_url: str | None,
     site: Path | None,
     broker_host: str,
     broker_port: int,
     ca: Path | None,
     user: str | None,
-    password_file: Path,
+    password_file: Path | None,
     client_id: str | None,
     command_key: Path | None,
     command_kid: str | None,
     duration: float | None,
 ) -> None:
-    """Consume up/# through the shared subscription until SIGTERM or Ctrl-C.
+    """Run the server until SIGTERM or Ctrl-C.
 
-    Also answers up/sync-req with document versions (docs/documents.md) and up/rpc
-    (docs/rpc.md), and, with --command-key, records up/cmd-result (docs/commands.md).
+    With --config: the web app (resident, worker and admin pages, API), the MQTT consumer and
+    the dispatcher, or the parts named by --role. Without it (the ingest-only form): consume up/#
+    through the shared subscription, answer up/sync-req (docs/documents.md) and up/rpc
+    (docs/rpc.md), and, with --command-key, record up/cmd-result (docs/commands.md).
     """
+    if config_path is not None:
+        _run_full(config_path, roles, duration)
+        return
+    if db_url is None or password_file is None:
+        raise click.UsageError("give --config, or --db and --password-file")
     issuer_key = _command_key(command_key, command_kid)
     engine, consumer = _consumer(
         db_url=db_url,

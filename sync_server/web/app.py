@@ -32,13 +32,13 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 SITE_TZ = ZoneInfo("Asia/Shanghai")
 
 
-def _timestamp(value: float) -> str:
+def timestamp_text(value: float) -> str:
     """Unix seconds as the resident reads them: ``11月23日 14:05`` (China time)."""
     moment = dt.datetime.fromtimestamp(value, SITE_TZ)
     return f"{moment.month}月{moment.day}日 {moment:%H:%M}"
 
 
-templates.env.filters["timestamp"] = _timestamp
+templates.env.filters["timestamp"] = timestamp_text
 
 SECURITY_HEADERS = {
     # Case links carry the resident's access token in the path: never send it to another site.

@@ -189,6 +189,7 @@ def upgrade() -> None:
         sa.Column("resumes", sa.String(length=16), nullable=True),
         sa.Column("level", sa.String(length=16), nullable=False),
         sa.Column("access_hash", sa.String(length=64), nullable=False),
+        sa.Column("link_hash", sa.String(length=64), nullable=True),
         sa.Column("phone", sa.String(length=32), nullable=True),
         sa.Column("wechat_openid", sa.String(length=64), nullable=True),
         sa.Column("worker_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
