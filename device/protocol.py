@@ -8,6 +8,7 @@ messages name the field and the problem but never echo payload values (they may 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import itertools
 import json
@@ -308,3 +309,59 @@ def parse_rpc_request(payload: bytes) -> RpcRequest:
 
 def parse_rpc_response(payload: bytes) -> RpcResponse:
     return _parse(payload, "down/rpc", MAX_RPC_BYTES, RpcResponse)
+
+
+# ------------------------------------------------------------- ID numbers (residents item keys)
+# GB 11643 / ISO 7064 MOD 11-2. They define the key format of the ``residents`` document (18
+# characters, upper-case ``X``), so the server validates imported records with the same rules the
+# kiosk applies to a card it reads.
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK_CHARS = "10X98765432"
+_DIGITS = frozenset("0123456789")
+
+
+def id_check_digit(first17: str) -> str:
+    """The check character of an ID number from its first 17 digits (ISO 7064 MOD 11-2)."""
+    if len(first17) != 17 or not set(first17) <= _DIGITS:
+        raise ValueError("an ID number check digit needs exactly 17 ASCII digits")
+    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
+    return _CHECK_CHARS[total % 11]
+
+
+def parse_yyyymmdd(text: str) -> dt.date | None:
+    """``19491231`` -> date; None when ``text`` is not 8 ASCII digits forming a real date."""
+    if len(text) != 8 or not set(text) <= _DIGITS:
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+def id_number_problems(
+    id_number: str, birth: dt.date | None = None, gender: str | None = None
+) -> list[str]:
+    """What is wrong with ``id_number``, alone and against the card's birth date and gender.
+
+    An empty list means valid. The messages never repeat the number itself (they may be logged).
+    ``gender`` is the name on the card (男/女); other values are not compared.
+    """
+    if len(id_number) != 18:
+        return [f"ID number has {len(id_number)} characters, expected 18"]
+    body, check = id_number[:17], id_number[17]
+    if not set(body) <= _DIGITS or check not in _DIGITS | {"X"}:
+        return ["ID number must be 17 digits followed by a digit or X"]
+    problems: list[str] = []
+    expected = id_check_digit(body)
+    if check != expected:
+        problems.append(f"check digit is {check}, expected {expected}")
+    embedded = parse_yyyymmdd(body[6:14])
+    if embedded is None:
+        problems.append("digits 7-14 are not a valid date")
+    elif birth is not None and embedded != birth:
+        problems.append("digits 7-14 do not match the birth date on the card")
+    odd = int(body[16]) % 2 == 1
+    if (gender == "男" and not odd) or (gender == "女" and odd):
+        problems.append(f"17th digit is {'odd' if odd else 'even'} but the card says {gender}")
+    return problems

@@ -17,6 +17,7 @@ from linli.commands import (
     locker,
     pcsc,
     provision,
+    records,
     scan,
     server,
     sim,
@@ -47,6 +48,7 @@ cli.add_command(escpos_commands.escpos)
 cli.add_command(certificate.certificate)
 cli.add_command(provision.provision)
 cli.add_command(server.server)
+cli.add_command(records.records)
 cli.add_command(sync.sync)
 cli.add_command(locker.locker)
 
