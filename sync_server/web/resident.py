@@ -246,7 +246,7 @@ def collect_page(request: Request, case_id: CaseId, token: Token) -> Response:
     ctx = _ctx(request)
     case = _resident_case(ctx, case_id, token)
     credential = _collect_credential(ctx, case)
-    qr_svg = segno.make(credential["text"], error="m").svg_inline(scale=6, border=2)
+    qr_svg = segno.make(credential["text"], error="m").svg_inline(scale=6, border=4, omitsize=True)
     with ctx.engine.connect() as conn:
         view = _case_view(conn, case)
     return html(

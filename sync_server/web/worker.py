@@ -297,7 +297,7 @@ def _code_page(request: Request, case_id: str, kind: str) -> Response:
             worker_id=user.id,
         )
         audit(conn, now, user.actor, f"credential.{kind}", case_id=case.id, cti=issued.cti)
-    qr_svg = segno.make(issued.text, error="m").svg_inline(scale=6, border=2)
+    qr_svg = segno.make(issued.text, error="m").svg_inline(scale=6, border=4, omitsize=True)
     return html(request, "worker_code.html", user=user, case=case, kind=kind, qr_svg=qr_svg,
                 expires=issued.expires)  # fmt: skip
 
