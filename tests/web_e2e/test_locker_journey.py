@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, Page
 from pyzbar.pyzbar import decode
 from sqlalchemy import select
 
-from sync_server.domain_models import Case, Notification
+from sync_server.domain_models import AuditEntry, Case, Notification
 from tests.locker_crash.rig import wait_for
 from tests.web_e2e.conftest import (
     DEVICE_ID,
@@ -129,3 +129,50 @@ def test_deposit_collect_return_and_collect_again(site: Site, browser: Browser) 
     site.locker.scan(text)
     time.sleep(1.0)
     assert site.locker.requests_in_progress() == []
+
+
+def test_offline_codes_and_refused_scans(site: Site, browser: Browser) -> None:
+    """The worker's offline codes (read off the screen) open the locker through its scanner; a
+    garbage QR and a replayed code are refused and the refusals reach the server's audit."""
+    resident = phone(browser)
+    resident.goto(f"{site.url}/l/{DEVICE_ID}/s/subsidy")
+    resident.check("#consent")
+    resident.click("#open-compartment")
+    case_id = resident.inner_text("#case-id")
+    number = open_compartment(site)
+    site.locker.finish(number)
+    wait_state(site, case_id, "assigned")
+
+    worker = phone(browser)
+    worker.goto(f"{site.url}/w/login")
+    worker.fill("#username", "chen")
+    worker.fill("#password", WORKER_PASSWORD)
+    worker.click("#login")
+    worker.goto(f"{site.url}/w/c/{case_id}/offline-open")
+    screenshot(worker, "09-worker-offline-code")
+    code = read_qr(worker, "#code-qr svg", "09-worker-offline-code-qr")
+    site.locker.scan("https://example.com/not-a-credential")
+    site.locker.scan(code)
+    assert open_compartment(site) == number
+    site.locker.finish(number)
+    wait_state(site, case_id, "collected")
+    site.locker.scan(code)  # replayed
+
+    worker.goto(f"{site.url}/w/c/{case_id}/deposit-code")
+    deposit = read_qr(worker, "#code-qr svg", "10-worker-deposit-code-qr")
+    site.locker.scan(deposit)
+    result = open_compartment(site)
+    site.locker.finish(result)
+    wait_state(site, case_id, "result_stored")
+
+    def refusals() -> list[str]:
+        with site.engine.connect() as conn:
+            return [
+                str(d["reason"])
+                for (d,) in conn.execute(
+                    select(AuditEntry.detail).where(AuditEntry.action == "credential.refused")
+                )
+            ]
+
+    wait_for(lambda: sorted(refusals()) == ["already-used", "not-a-credential"],
+             "both refusals to reach the server", 30, site.locker)  # fmt: skip
