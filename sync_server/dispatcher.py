@@ -9,7 +9,8 @@ runs at a time; the partial unique index on open assignments is the last guard. 
 Per batch:
 1. offers past their ``ack_due`` become ``timed_out``; the case goes back to the pool and that
    worker is not offered it again;
-2. every deposited case without an open assignment is a pickup with the case's deadline; the
+2. every deposited case without an open assignment is a pickup with the case's deadline, and
+   every processed case whose result is ready (``result_ready_at``) a ``return``; the
    workers are those active, on shift, with free capacity (``capacity`` minus open assignments
    and cases they hold); :func:`sync_server.dispatch.solve` assigns them exactly;
 3. a pickup the plan escalates (no worker can reach it in time) is escalated only when its
@@ -162,7 +163,11 @@ class Dispatcher:
                 .values(status="timed_out", finished_at=now)
             )
             case = get_case(conn, offer.case_id)
-            if case.effective == "assigned" and case.worker_id == offer.worker_id:
+            if (
+                offer.kind == "pickup"
+                and case.effective == "assigned"
+                and case.worker_id == offer.worker_id
+            ):
                 move(conn, case, "deposited", now, actor="system", reason="offer timed out")
             audit(
                 conn,
@@ -182,14 +187,16 @@ class Dispatcher:
             return
         plan = dispatch.solve(pickups, workers, now, self.settings.weights)
         report.solve_s = plan.solve_s
+        kinds = {pickup.id: pickup.kind for pickup in pickups}
         for choice in plan.assignments:
             case = get_case(conn, choice.pickup_id, for_update=True)
             worker_id = int(choice.worker_id)
+            kind = kinds[case.id]
             conn.execute(
                 insert(_assignments).values(
                     case_id=case.id,
                     worker_id=worker_id,
-                    kind="pickup",
+                    kind=kind,
                     status="offered",
                     created=now,
                     ack_due=now + self.settings.ack_timeout_s,
@@ -197,9 +204,25 @@ class Dispatcher:
                     cost=choice.cost,
                 )
             )
-            move(
-                conn, case, "assigned", now, actor="system", reason="dispatch", worker_id=worker_id
-            )
+            if kind == "pickup":
+                move(
+                    conn,
+                    case,
+                    "assigned",
+                    now,
+                    actor="system",
+                    reason="dispatch",
+                    worker_id=worker_id,
+                )
+            else:  # a result to bring back: the case stays processing, with its new carrier
+                conn.execute(
+                    update(_cases)
+                    .where(_cases.c.id == case.id)
+                    .values(worker_id=worker_id, updated=now, version=case.version + 1)
+                )
+                audit(
+                    conn, now, "system", "case.return_assigned", case_id=case.id, worker=worker_id
+                )
             report.assigned += 1
             report.notices.append(
                 Notice(
@@ -223,7 +246,12 @@ class Dispatcher:
             .join(_points, _points.c.device_id == _cases.c.device_id)
             .where(
                 (_cases.c.state == "deposited")
-                | and_(_cases.c.state == "overdue", _cases.c.resumes == "deposited"),
+                | and_(_cases.c.state == "overdue", _cases.c.resumes == "deposited")
+                | and_(
+                    _cases.c.result_ready_at.is_not(None),
+                    (_cases.c.state == "processing")
+                    | and_(_cases.c.state == "overdue", _cases.c.resumes == "processing"),
+                ),
                 _cases.c.id.notin_(open_cases),
             )
         ).all()
@@ -249,7 +277,8 @@ class Dispatcher:
             # coverage key of its own that only the other workers of its grid hold.
             grid = f"{row.grid_id}#{row.id}" if row.id in refused else row.grid_id
             deadline = row.due_at if row.due_at is not None else now + 24 * 3600
-            pickups.append(dispatch.Pickup(row.id, grid, x, y, deadline))
+            kind = "pickup" if row.result_ready_at is None else "return"
+            pickups.append(dispatch.Pickup(row.id, grid, x, y, deadline, kind))
         return pickups, origin, refused
 
     def _workers(

@@ -336,6 +336,24 @@ def mark_processing(request: Request, case_id: CaseId, csrf: Csrf) -> Response:
     return _move(request, case_id, csrf, "processing", "worker started")
 
 
+@pages.post("/c/{case_id}/ready")
+def result_ready(request: Request, case_id: CaseId, csrf: Csrf) -> Response:
+    """The result is done but someone must bring it to the locker: the dispatcher assigns the
+    return (to whoever of the grid's workers it suits best, perhaps this one)."""
+    ctx, user, case = _act(request, case_id, csrf)
+    if case.effective != "processing" or case.result_ready_at is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "该案件不在办理中，或已在等待送回。")
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(_cases)
+            .where(_cases.c.id == case.id, _cases.c.version == case.version)
+            .values(result_ready_at=now, updated=now, version=case.version + 1)
+        )
+        audit(conn, now, user.actor, "case.result_ready", case_id=case.id)
+    return _back(case.id)
+
+
 @pages.post("/c/{case_id}/return")
 def return_result(request: Request, case_id: CaseId, csrf: Csrf) -> Response:
     """Ask the locker for a compartment for the result (``locker.deposit``, content result)."""

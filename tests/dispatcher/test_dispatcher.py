@@ -6,7 +6,7 @@ from sqlalchemy import Engine, select, update
 
 from sync_server.cases import get_case, open_case
 from sync_server.dispatcher import Dispatcher, DispatchSettings
-from sync_server.domain_models import Assignment, Shift, Worker
+from sync_server.domain_models import Assignment, Case, Shift, Worker
 from tests.cases.conftest import NOW
 from tests.cases.test_cases import send
 
@@ -119,3 +119,56 @@ def test_many_cases_are_spread_and_never_doubly_assigned(site: Engine) -> None:
     assert all(len(o) == 1 for o in per_case.values())
     workers = {o[0][0] for o in per_case.values()}
     assert workers == {worker(site, "wang"), worker(site, "li")}
+
+
+def test_a_ready_result_is_assigned_as_a_return_and_the_case_stays_processing(
+    site: Engine,
+) -> None:
+    from sync_server.cases import move
+
+    case_id = deposited(site, "locker-2")  # g2: only li
+    dispatcher = Dispatcher(site, DispatchSettings(ack_timeout_s=60))
+    dispatcher.run_once(NOW)
+    send(
+        site,
+        "locker-2",
+        ("compartment.emptied", {"compartment": 1, "case": case_id, "content": "documents"}),
+    )
+    with site.begin() as conn:
+        case = move(
+            conn, get_case(conn, case_id), "processing", NOW, actor="worker:1", reason="test"
+        )
+        conn.execute(
+            update(Case)
+            .where(Case.id == case_id)
+            .values(result_ready_at=NOW + 10, version=case.version + 1)
+        )
+    assert dispatcher.run_once(NOW + 20).assigned == 1
+    with site.connect() as conn:
+        kinds = conn.execute(
+            select(Assignment.kind, Assignment.status)
+            .where(Assignment.case_id == case_id)
+            .order_by(Assignment.id)
+        ).all()
+        case = get_case(conn, case_id)
+    assert [tuple(k) for k in kinds] == [("pickup", "done"), ("return", "offered")]
+    assert (case.state, case.worker_id) == ("processing", worker(site, "li"))
+    # The return done (result in a compartment) closes the return assignment.
+    send(
+        site,
+        "locker-2",
+        ("compartment.deposited", {"compartment": 2, "case": case_id, "content": "result"}),
+    )
+    with site.connect() as conn:
+        statuses = (
+            conn.execute(
+                select(Assignment.status)
+                .where(Assignment.case_id == case_id)
+                .order_by(Assignment.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert statuses == ["done", "done"]
+    # A lapsed return offer does not move the case back.
+    assert dispatcher.run_once(NOW + 200).timed_out == 0
