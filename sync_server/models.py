@@ -123,14 +123,21 @@ class Command(Base):
 
 
 class Document(Base):
-    """One version of a versioned document (``down/sync``): a delta or a snapshot as ``payload``."""
+    """One version of a versioned document (``down/sync``): a delta or a snapshot as ``payload``.
+
+    ``scope`` names the history: ``""`` for a global document, the community id for
+    ``residents``. A version number is unique per document across its scopes
+    (``uq_documents_doc_version``), so it names one community's version (docs/documents.md).
+    """
 
     __tablename__ = "documents"
     __table_args__ = (
         CheckConstraint("doc IN (" + ", ".join(f"'{d}'" for d in DOCUMENT_NAMES) + ")", name="doc"),
+        UniqueConstraint("doc", "version", name="uq_documents_doc_version"),
     )
 
     doc: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True, default="", server_default="")
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     payload: Mapped[dict[str, Any]]
     created: Mapped[float]

@@ -1,4 +1,5 @@
-"""`linli records`: import a community's resident spreadsheet, check one, query and export.
+"""`linli records`: import a community's resident spreadsheet, check one, query and export,
+and publish a community's records to its kiosks.
 
 What is printed never holds an ID number, a name or a phone number in clear (they are masked);
 only ``--export`` writes the records themselves, to a file the operator chose.
@@ -18,18 +19,20 @@ import click
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from sync_server.records import ResidentRecord, RowProblem
+    from sync_server.records import ImportReport, ResidentRecord, RowProblem
 
 SHOWN_PROBLEMS = 20
 """Problem lines printed after an import or check; the report file holds them all."""
 EXIT_REJECTED = 3
 """``--fail-on-rejects``: the import committed, but some rows were rejected."""
+EXIT_NOT_PUBLISHED = 4
+"""The import committed, but publishing it to the kiosks failed (``linli records publish``)."""
 DB_HELP = "Server database URL (sqlite:///PATH or postgresql+psycopg://...), already migrated."
 
 
 @click.group()
 def records() -> None:
-    """Resident records (一户一档): import spreadsheets, check them, query and export."""
+    """Resident records (一户一档): import spreadsheets, check them, query, export, publish."""
 
 
 @contextmanager
@@ -94,6 +97,11 @@ def _write_report(path: Path, report: dict[str, object]) -> None:
     is_flag=True,
     help=f"Exit with status {EXIT_REJECTED} when rows were rejected (the import still commits).",
 )
+@click.option(
+    "--no-publish",
+    is_flag=True,
+    help="Do not publish the records to the community's kiosks after the import.",
+)
 def import_(
     *,
     file: Path,
@@ -103,12 +111,15 @@ def import_(
     replace: bool,
     report_path: Path | None,
     fail_on_rejects: bool,
+    no_publish: bool,
 ) -> None:
-    """Import FILE (.csv or .xlsx) into a community's records, in one transaction.
+    """Import FILE (.csv or .xlsx) into a community's records, in one transaction, then
+    publish what changed to the community's kiosks (unless --no-publish).
 
     Accepted rows are stored even when others are rejected; exit status 0 means the import
     committed. The rejected rows are listed (ID numbers and names masked) and, with --report,
-    written to a JSON file.
+    written to a JSON file. Exit status 4: the import committed but publishing failed; run
+    linli records publish.
     """
     from sync_server.records import RecordsError, import_records, load_mapping
 
@@ -116,8 +127,17 @@ def import_(
         mapping = load_mapping(mapping_path)
         with _database(db_url) as engine:
             report = import_records(engine, file, mapping, community, replace=replace)
+            _echo_report(report, report_path)
+            published = no_publish or _publish_import(engine, report)
     except RecordsError as err:
         raise click.ClickException(str(err)) from err
+    if not published:
+        raise click.exceptions.Exit(EXIT_NOT_PUBLISHED)
+    if fail_on_rejects and report.rejected:
+        raise click.exceptions.Exit(EXIT_REJECTED)
+
+
+def _echo_report(report: ImportReport, report_path: Path | None) -> None:
     click.echo(f"import {report.import_id}: {report.summary()}")
     if report.missing_columns:
         click.echo(f"  columns not in the file: {', '.join(report.missing_columns)}", err=True)
@@ -125,8 +145,90 @@ def import_(
     if report_path is not None:
         _write_report(report_path, report.to_json())
         click.echo(f"report: {report_path}")
-    if fail_on_rejects and report.rejected:
-        raise click.exceptions.Exit(EXIT_REJECTED)
+
+
+def _publish_import(engine: Engine, report: ImportReport) -> bool:
+    """Publish the imported community, and every other published community when residents
+    moved (their old community's kiosks must drop them); False (said on stderr) on failure."""
+    from sync_server.documents import scopes
+
+    communities = [report.community_id]
+    if report.moved:
+        communities += [c for c in scopes(engine, "residents") if c != report.community_id]
+    try:
+        _publish(engine, communities)
+    except _PublishFailed as failed:
+        where = engine.url.render_as_string(hide_password=True)
+        click.echo(
+            f"import {report.import_id} committed, but {failed}. Fix that, then run: "
+            f"linli records publish --community {failed.community} --db {where}",
+            err=True,
+        )
+        return False
+    return True
+
+
+class _PublishFailed(Exception):
+    def __init__(self, community: str, why: str) -> None:
+        super().__init__(f"the kiosks of {community} were not updated: {why}")
+        self.community = community
+
+
+def _publish(engine: Engine, communities: Sequence[str]) -> None:
+    """Publish each community and say what happened; :class:`_PublishFailed` at the first
+    failure (earlier ones stay published). Database errors are named by type only: their text
+    may quote records."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync_server.errors import ServerError
+    from sync_server.records.publish import publish_community
+
+    for community in communities:
+        try:
+            version = publish_community(engine, community)
+        except ServerError as err:
+            raise _PublishFailed(community, str(err)) from err
+        except SQLAlchemyError as err:
+            raise _PublishFailed(community, f"database error ({type(err).__name__})") from err
+        if version is None:
+            click.echo(f"{community}: kiosks up to date (nothing changed)")
+        else:
+            click.echo(f"{community}: residents version {version} published to the kiosks")
+
+
+@records.command("publish")
+@click.option(
+    "--community",
+    "communities",
+    multiple=True,
+    help="Community id (an areas row of level community); repeat for several.",
+)
+@click.option(
+    "--all",
+    "all_communities",
+    is_flag=True,
+    help="Every community (areas of level community), e.g. after upgrading the server.",
+)
+@click.option("--db", "db_url", default="sqlite:///linli-server.db", show_default=True,
+              help=DB_HELP)  # fmt: skip
+def publish(*, communities: tuple[str, ...], all_communities: bool, db_url: str) -> None:
+    """Publish communities' resident records to their kiosks: one new version of each
+    community's residents document with only the residents added, changed or removed since
+    its last version (nothing when none). An import does this itself unless --no-publish.
+    """
+    if bool(communities) == all_communities:
+        raise click.UsageError("give --community C (one or more times) or --all")
+    with _database(db_url) as engine:
+        if all_communities:
+            from sync_server.records.publish import community_ids
+
+            communities = tuple(community_ids(engine))
+            if not communities:
+                raise click.ClickException("no community in the areas table; load the site first")
+        try:
+            _publish(engine, communities)
+        except _PublishFailed as failed:
+            raise click.ClickException(str(failed)) from failed
 
 
 @records.command("check")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select, update
 
 from device.atrest import DeviceKey
 from device.store import Store, open_store
@@ -25,6 +25,7 @@ from hardware_sim.postgres import PostgresTestServer
 from sync_server.consumer import Consumer
 from sync_server.db import make_engine, upgrade
 from sync_server.documents import DocumentServer
+from sync_server.domain_models import Area, ServicePoint
 from sync_server.models import Event
 from tests.certificates.conftest import household_record
 from tests.e2e import conftest as e2e
@@ -43,6 +44,45 @@ TEMPLATE = server_fixtures.TEMPLATE
 _names = itertools.count(1)
 
 ID_NUMBERS = ("11010519491231002X", "310115195003021234", "440304198807120011")
+COMMUNITIES = ("C01", "C02")
+
+
+def add_areas(engine: Engine, communities: tuple[str, ...] = COMMUNITIES) -> None:
+    """A street and its communities in ``areas`` (service points and records point at them)."""
+    with engine.begin() as conn:
+        conn.execute(insert(Area).values(id="S1", name="幸福街道", level="street", parent_id=None))
+        conn.execute(
+            insert(Area),
+            [
+                {"id": c, "name": f"社区 {c}", "level": "community", "parent_id": "S1"}
+                for c in communities
+            ],
+        )
+
+
+def register(engine: Engine, device: str, area: str, *, kind: str = "kiosk") -> None:
+    """A ``service_points`` row: ``device`` is a kiosk (or locker) serving ``area``."""
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ServicePoint).values(
+                device_id=device, kind=kind, name=device, area_id=area, created=1.0
+            )
+        )
+
+
+def move(engine: Engine, device: str, area: str) -> None:
+    """The kiosk now serves another community."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(ServicePoint).where(ServicePoint.device_id == device).values(area_id=area)
+        )
+
+
+def revoke(engine: Engine, device: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(ServicePoint).where(ServicePoint.device_id == device).values(revoked_at=2.0)
+        )
 
 
 def resident(id_number: str, **changes: Any) -> dict[str, Any]:

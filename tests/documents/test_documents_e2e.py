@@ -15,7 +15,15 @@ from sync_server.consumer import Consumer
 from sync_server.documents import publish_version, snapshot
 from sync_server.models import Document
 
-from .conftest import ID_NUMBERS, MakeDocDevice, applied_events, resident, wait_for
+from .conftest import (
+    ID_NUMBERS,
+    MakeDocDevice,
+    add_areas,
+    applied_events,
+    register,
+    resident,
+    wait_for,
+)
 
 PERSONAL = [
     *ID_NUMBERS,
@@ -27,20 +35,28 @@ PERSONAL = [
 ]
 
 
-def publish_residents(engine: Engine) -> None:
-    publish_version(engine, "residents", upserts={n: resident(n) for n in ID_NUMBERS[:2]})
+def publish_residents(engine: Engine, *kiosks: str) -> None:
+    """Two versions of community C01's residents; ``kiosks`` are registered as C01's."""
+    add_areas(engine)
+    for kiosk in kiosks:
+        register(engine, kiosk, "C01")
+    c01 = "C01"
+    publish_version(
+        engine, "residents", upserts={n: resident(n) for n in ID_NUMBERS[:2]}, scope=c01
+    )
     publish_version(
         engine,
         "residents",
         upserts={ID_NUMBERS[2]: resident(ID_NUMBERS[2], phone="13900000000")},
         deletes=[ID_NUMBERS[0]],
+        scope=c01,
     )
 
 
 def test_fresh_device_gets_snapshots_and_resident_records_stay_sealed(
     engine: Engine, server: Consumer, make_doc_device: MakeDocDevice
 ) -> None:
-    publish_residents(engine)
+    publish_residents(engine, "dev-a")
     for i in range(3):
         publish_version(engine, "catalogue", upserts={f"svc{i}": {"name": f"service {i}"}})
     device = make_doc_device("dev-a")
@@ -128,11 +144,11 @@ def test_a_timer_request_picks_up_new_versions_while_connected(
 def test_documents_survive_a_device_restart_without_asking_from_zero(
     engine: Engine, server: Consumer, make_doc_device: MakeDocDevice
 ) -> None:
-    publish_residents(engine)
+    publish_residents(engine, "dev-b")
     device = make_doc_device("dev-b")
     wait_for(lambda: device.version("residents") == 2, what="residents")
     device.close()
-    publish_version(engine, "residents", upserts={}, deletes=[ID_NUMBERS[1]])
+    publish_version(engine, "residents", upserts={}, deletes=[ID_NUMBERS[1]], scope="C01")
     again = make_doc_device("dev-b")  # same files: a new process on the same store
     wait_for(lambda: again.version("residents") == 3, what="the new version")
     assert again.sync is not None

@@ -27,13 +27,14 @@ from sync_server.consumer import Consumer
 from sync_server.documents import latest_version, publish_version, snapshot
 from sync_server.models import Event
 
-from .conftest import resident, sync_config, wait_for
+from .conftest import add_areas, register, resident, sync_config, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20250611
 DEVICE = "dev-c"
 RESIDENTS = 4000
 CHANGED = 1500
+C01 = "C01"
 
 
 def id_number(i: int) -> str:
@@ -42,13 +43,15 @@ def id_number(i: int) -> str:
 
 def publish_changes(engine: Engine, rng: random.Random, alive: set[int]) -> None:
     """One version: CHANGED residents rewritten (new phone), 100 removed, 100 new."""
-    version = latest_version(engine, "residents") + 1
+    version = latest_version(engine, "residents", scope=C01) + 1
     changed = rng.sample(sorted(alive), CHANGED)
     gone = [i for i in rng.sample(sorted(alive), 200) if i not in changed][:100]
     new = [max(alive) + 1 + k for k in range(100)]
     upserts = {id_number(i): resident(id_number(i), phone=f"139{version:08d}") for i in changed}
     upserts.update({id_number(i): resident(id_number(i)) for i in new})
-    publish_version(engine, "residents", upserts=upserts, deletes=[id_number(i) for i in gone])
+    publish_version(
+        engine, "residents", upserts=upserts, deletes=[id_number(i) for i in gone], scope=C01
+    )
     alive.difference_update(gone)
     alive.update(new)
 
@@ -113,7 +116,7 @@ def check_whole_version(engine: Engine, store: Store) -> int:
     if version == 0:
         assert store.documents.count("residents") == 0
         return 0
-    want = snapshot(engine, "residents", version).items
+    want = snapshot(engine, "residents", version, scope=C01).items
     docs = store.documents
     have = dict(docs.items("residents"))
     assert have == {docs.lookup_hash(k): v for k, v in want.items()}, f"partial {version}"
@@ -126,8 +129,13 @@ def test_killed_while_applying_reopens_whole_and_catches_up(
 ) -> None:
     rng = random.Random(SEED)
     alive = set(range(RESIDENTS))
+    add_areas(engine)
+    register(engine, DEVICE, C01)
     publish_version(
-        engine, "residents", upserts={id_number(i): resident(id_number(i)) for i in alive}
+        engine,
+        "residents",
+        upserts={id_number(i): resident(id_number(i)) for i in alive},
+        scope=C01,
     )
     key_file = tmp_path / "device.key"
     settings: dict[str, Any] = {
@@ -147,7 +155,9 @@ def test_killed_while_applying_reopens_whole_and_catches_up(
             publish_changes(engine, rng, alive)
             publish_changes(engine, rng, alive)
         # Messages queued for the killed process come first; kill inside one of the new ones.
-        target = before + 1 if iteration == 0 else latest_version(engine, "residents") - 1
+        target = (
+            before + 1 if iteration == 0 else latest_version(engine, "residents", scope=C01) - 1
+        )
         child = Child(settings_file)
         child.wait_begin(target)
         time.sleep(rng.uniform(0.0, 0.15 if iteration == 0 else 0.03))
@@ -169,7 +179,7 @@ def test_killed_while_applying_reopens_whole_and_catches_up(
         sync.attach()
         agent.start()
         try:
-            latest = latest_version(engine, "residents")
+            latest = latest_version(engine, "residents", scope=C01)
             wait_for(lambda: store.documents.version("residents") == latest, what="catch-up")
             assert check_whole_version(engine, store) == latest
         finally:

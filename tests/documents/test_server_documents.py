@@ -40,6 +40,11 @@ def ask(engine: Engine, doc: str, version: int, **limits: Any) -> list[Any]:
     return answer(engine, SyncRequest(doc=doc, version=version), **limits)  # type: ignore[arg-type]
 
 
+def scope_of(doc: str) -> str:
+    """residents is kept per community (tests/documents/test_scoped_documents.py)."""
+    return "C01" if doc == "residents" else ""
+
+
 def fold(items: dict[str, Any], delta: DocumentDelta) -> dict[str, Any]:
     out = {k: v for k, v in items.items() if k not in delta.deletes}
     out.update(delta.upserts)
@@ -209,17 +214,19 @@ BAD_CHANGES: list[tuple[str, dict[str, Any], Any, str]] = [
 def test_invalid_versions_are_refused_and_nothing_is_stored(
     server_engine: Engine, doc: str, upserts: dict[str, Any], deletes: Any, why: str
 ) -> None:
+    scope = scope_of(doc)
     with pytest.raises(DocumentPublishError, match=why) as info:
-        publish_version(server_engine, doc, upserts=upserts, deletes=deletes)
+        publish_version(server_engine, doc, upserts=upserts, deletes=deletes, scope=scope)
     assert not any(number.lower() in str(info.value).lower() for number in ID_NUMBERS)
     if doc != "secrets":
-        assert latest_version(server_engine, doc) == 0
+        assert latest_version(server_engine, doc, scope=scope) == 0
 
 
 def test_every_published_version_parses_on_the_device(server_engine: Engine) -> None:
-    publish_version(server_engine, "residents", upserts={n: resident(n) for n in ID_NUMBERS})
-    publish_version(server_engine, "residents", upserts={}, deletes=[ID_NUMBERS[0]])
-    for message in [*ask(server_engine, "residents", 0), *ask(server_engine, "residents", 1)]:
+    e, c01 = server_engine, "C01"
+    publish_version(e, "residents", upserts={n: resident(n) for n in ID_NUMBERS}, scope=c01)
+    publish_version(e, "residents", upserts={}, deletes=[ID_NUMBERS[0]], scope=c01)
+    for message in [*ask(e, "residents", 0, scope=c01), *ask(e, "residents", 1, scope=c01)]:
         assert parse_sync(message.model_dump_json().encode()) == message
 
 

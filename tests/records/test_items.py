@@ -101,8 +101,8 @@ def test_items_format(items: dict[str, dict[str, Any]]) -> None:
 
 
 def test_the_publisher_accepts_the_items(engine: Engine, items: dict[str, dict[str, Any]]) -> None:
-    version = publish_version(engine, "residents", upserts=items)
-    assert snapshot(engine, "residents", version).items == items
+    version = publish_version(engine, "residents", upserts=items, scope="C01")
+    assert snapshot(engine, "residents", version, scope="C01").items == items
 
 
 def identity(id_number: str, name: str, gender: str, birth: dt.date) -> Identity:
