@@ -52,13 +52,20 @@ MAX_TEXT_LENGTH: Final = 4296
 
 
 class CredentialError(LinliError, ValueError):
-    """A credential text was refused; ``reason`` is a stable code for audit events."""
+    """A credential text was refused; ``reason`` is a stable code for audit events.
+
+    ``claims`` is set when the refusal came after the signature verified (expired, revoked, wrong
+    kind...): the credential is genuine, so a verifier may say which one it was.
+    """
 
     reason = "invalid"
 
-    def __init__(self, message: str, cti: str | None = None) -> None:
+    def __init__(
+        self, message: str, cti: str | None = None, claims: CredentialClaims | None = None
+    ) -> None:
         super().__init__(message)
         self.cti = cti
+        self.claims = claims
 
 
 class MalformedCredentialError(CredentialError):
@@ -125,6 +132,12 @@ class AlreadyUsedError(CredentialError):
     """Its ``cti`` was already used on this device."""
 
     reason = "already-used"
+
+
+class NotACertificateError(CredentialError):
+    """A genuine credential of another kind (a locker code) where a certificate QR was expected."""
+
+    reason = "not-a-certificate"
 
 
 class CredentialKeyError(LinliError, ValueError):
@@ -462,6 +475,36 @@ def _check_signature(sign1: _Sign1, key: VerifyKey) -> None:
         ) from err
 
 
+def _signed_claims(text: str, keys: Mapping[str, VerifyKey], max_length: int) -> CredentialClaims:
+    """Structure, key, signature, claim types: everything that does not depend on the use."""
+    sign1 = _parse_sign1(text.strip() if isinstance(text, str) else text, max_length)
+    key = keys.get(sign1.kid)
+    if key is None:
+        raise UnknownKeyError(
+            f"credential is signed with unknown key id {sign1.kid!r}; provision the server's "
+            "public key or refresh the key list"
+        )
+    if key.kid != sign1.kid:  # the mapping's key names the key; python-cwt compares kid too
+        key = VerifyKey(sign1.kid, key.public)
+    _check_signature(sign1, key)
+    return claims_from_cbor_map(_cbor(sign1.payload, "payload"))
+
+
+def _check_time(claims: CredentialClaims, now: float, skew_s: float) -> None:
+    if now + skew_s < claims.nbf:
+        raise NotYetValidError(
+            f"credential is not valid before {claims.nbf} (now {int(now)}); check the clock",
+            claims.cti_hex,
+            claims,
+        )
+    if now - skew_s >= claims.exp:
+        raise ExpiredCredentialError(
+            f"credential expired at {claims.exp} (now {int(now)}); ask for a new one",
+            claims.cti_hex,
+            claims,
+        )
+
+
 def verify(
     text: str,
     keys: Mapping[str, VerifyKey],
@@ -479,32 +522,67 @@ def verify(
     ``revoked`` and ``seen`` hold ``cti`` values as lower-case hex; a text longer than
     ``max_length`` characters is refused before it is decoded.
     """
-    sign1 = _parse_sign1(text.strip() if isinstance(text, str) else text, max_length)
-    key = keys.get(sign1.kid)
-    if key is None:
-        raise UnknownKeyError(
-            f"credential is signed with unknown key id {sign1.kid!r}; provision the server's "
-            "public key or refresh the key list"
-        )
-    if key.kid != sign1.kid:  # the mapping's key names the key; python-cwt compares kid too
-        key = VerifyKey(sign1.kid, key.public)
-    _check_signature(sign1, key)
-    claims = claims_from_cbor_map(_cbor(sign1.payload, "payload"))
+    claims = _signed_claims(text, keys, max_length)
     cti = claims.cti_hex
     if audience is not None and claims.aud != audience:
         raise WrongAudienceError(
-            f"credential is for {claims.aud or 'no device'!s}, not for {audience}", cti
+            f"credential is for {claims.aud or 'no device'!s}, not for {audience}", cti, claims
         )
-    if now + skew_s < claims.nbf:
-        raise NotYetValidError(
-            f"credential is not valid before {claims.nbf} (now {int(now)}); check the clock", cti
-        )
-    if now - skew_s >= claims.exp:
-        raise ExpiredCredentialError(
-            f"credential expired at {claims.exp} (now {int(now)}); ask for a new one", cti
-        )
+    _check_time(claims, now, skew_s)
     if cti in revoked:
-        raise RevokedCredentialError(f"credential {cti} has been revoked", cti)
+        raise RevokedCredentialError(f"credential {cti} has been revoked", cti, claims)
     if cti in seen:
-        raise AlreadyUsedError(f"credential {cti} was already used", cti)
+        raise AlreadyUsedError(f"credential {cti} was already used", cti, claims)
     return claims
+
+
+# --- certificates -------------------------------------------------------------------------------
+
+
+def verify_certificate(
+    text: str,
+    keys: Mapping[str, VerifyKey],
+    *,
+    now: float,
+    revoked_serials: Container[str] = (),
+    skew_s: float = 0,
+    max_length: int = MAX_TEXT_LENGTH,
+) -> CredentialClaims:
+    """Check the verification QR of a printed certificate (docs/certificates.md).
+
+    One check for every certificate verifier (the server's public page, ``linli certificate
+    verify``): the text must be a credential of kind ``certificate`` with a ``template`` claim,
+    signed by one of ``keys``, not revoked (``revoked_serials`` holds serials, i.e. ``sub``; any
+    object with ``in`` will do, such as a database lookup, which is then asked only about genuine
+    certificates) and inside ``nbf``..``exp``. The kind is checked first, so an old locker code
+    is "not a certificate" rather than "expired"; revocation before the dates, so a withdrawn
+    paper says so even when it has also run out. Refusals after the signature carry ``claims``.
+    """
+    claims = _signed_claims(text, keys, max_length)
+    cti = claims.cti_hex
+    if claims.kind != "certificate":
+        raise NotACertificateError(
+            f"credential is a {claims.kind!r} locker code, not a certificate", cti, claims
+        )
+    if not claims.template:
+        raise MalformedCredentialError("certificate credential has no template claim", cti)
+    if claims.sub in revoked_serials:
+        raise RevokedCredentialError(f"certificate {claims.sub} has been revoked", cti, claims)
+    _check_time(claims, now, skew_s)
+    return claims
+
+
+def verification_url(base_url: str, text: str) -> str:
+    """A URL that opens the server's verification page for a certificate QR text.
+
+    ``{base_url}/V/{text}`` with ``%``, space and ``/`` escaped (``%25``, ``%20``, ``%2F``): the
+    other base45 characters are legal in a URL path, and escaping ``/`` keeps the text one path
+    segment, so no browser can take a ``/../`` inside it for a dot segment and drop part of it.
+    The escapes use QR alphanumeric characters only, so with an upper-case ``base_url``
+    (``HTTPS://LINLI.EXAMPLE``; scheme and host are case-insensitive) the whole URL still fits
+    the QR code's compact alphanumeric mode.
+    """
+    if not isinstance(text, str) or not text.startswith(PREFIX):
+        raise NotACredentialError(f"not a Linli credential (the text must start with {PREFIX})")
+    escaped = text.replace("%", "%25").replace(" ", "%20").replace("/", "%2F")
+    return f"{base_url.rstrip('/')}/V/{escaped}"

@@ -25,6 +25,7 @@ port = 8080
 [signing]                                    # signs commands and credentials
 key = "/etc/linli/server-signing.pem"
 kid = "srv-1"
+verify_keys = { kiosk-c1 = "keys/kiosk-c1.pem" }  # certificates signed by kiosks
 
 [dispatch]
 interval_s = 5
@@ -78,6 +79,9 @@ class HttpSection(_Section):
 class SigningSection(_Section):
     key: Path
     kid: str = Field(min_length=1, max_length=64)
+    verify_keys: dict[str, Path] = Field(default_factory=dict)
+    """More public keys (key id -> PEM) the certificate page accepts: the kiosks' certificate
+    keys, and server keys rotated out."""
 
 
 class DispatchSection(_Section):
@@ -105,6 +109,11 @@ def _resolve(base: Path, raw: dict[str, Any]) -> dict[str, Any]:
         value = raw.get(section, {}).get(key)
         if isinstance(value, str) and not Path(value).is_absolute():
             raw[section][key] = str(base / value)
+    extra_keys = raw.get("signing", {}).get("verify_keys", {})
+    if isinstance(extra_keys, dict):
+        for kid, value in extra_keys.items():
+            if isinstance(value, str) and not Path(value).is_absolute():
+                extra_keys[kid] = str(base / value)
     notify = raw.get("notify", {})
     for section, key in (
         ("sms_gateway", "api_key_file"),
@@ -132,11 +141,13 @@ def load_server_config(path: str | Path) -> ServerConfig:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ServerConfigError(f"{path}: {where}: {first['msg']}") from err
-    for what, file in (
+    files = [
         ("broker.ca", config.broker.ca),
         ("broker.password_file", config.broker.password_file),
         ("signing.key", config.signing.key),
-    ):
+        *((f"signing.verify_keys.{kid}", p) for kid, p in config.signing.verify_keys.items()),
+    ]
+    for what, file in files:
         if not file.is_file():
             raise ServerConfigError(f"{path}: {what}: no such file {file}")
     return config

@@ -22,7 +22,7 @@ from typing import Any, Final, cast
 import uvicorn
 from sqlalchemy import Engine, Table, select, update
 
-from device.credential import SigningKey, load_signing_key
+from device.credential import SigningKey, load_signing_key, load_verify_key
 from sync_server.cases import LockerEffect, hash_token
 from sync_server.commands import CommandIssuer, UnknownDeviceError, expire_overdue
 from sync_server.config import ServerConfig
@@ -138,6 +138,13 @@ class ServerRuntime:
             signing_key=self.key,
             send_command=self.send_command,
             site_name=self.config.site_name,
+            extra={
+                "ack_timeout_s": self.config.dispatch.ack_timeout_s,
+                "verify_keys": {
+                    kid: load_verify_key(path, kid)
+                    for kid, path in self.config.signing.verify_keys.items()
+                },
+            },
         )
         return create_app(context)
 

@@ -184,12 +184,12 @@ def render_cmd(
 )
 def verify_cmd(qrtext: str, public_key: Path, key_id: str | None, at: float | None) -> None:
     """Check a certificate's QR text and print its claims as JSON; exit 1 when it is refused."""
-    from device.credential import CredentialError, key_id_of, load_verify_key, verify
+    from device.credential import CredentialError, key_id_of, load_verify_key, verify_certificate
 
     try:
         kid = key_id if key_id is not None else key_id_of(qrtext)
         keys = {kid: load_verify_key(public_key, kid)}
-        claims = verify(qrtext, keys, audience=None, now=time.time() if at is None else at)
+        claims = verify_certificate(qrtext, keys, now=time.time() if at is None else at)
     except CredentialError as err:
         raise click.ClickException(f"refused ({err.reason}): {err}") from err
     except LinliError as err:

@@ -143,7 +143,12 @@ def load_site(db_url: str, file: Path) -> None:
         data = load_site_data(engine, tomllib.loads(file.read_text(encoding="utf-8")))
     except (ServerError, tomllib.TOMLDecodeError) as err:
         raise ServerCommandError(f"{file}: {err}") from err
+    from sync_server.catalogue import sync_catalogue
+
+    version = sync_catalogue(engine)
     engine.dispose()
+    if version is not None:
+        click.echo(f"catalogue published to devices as version {version}", err=True)
     click.echo(
         f"loaded {len(data.areas)} areas, {len(data.services)} services, "
         f"{len(data.points)} service points, {len(data.workers)} workers",

@@ -50,6 +50,15 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     ),
 }
+_CHINESE = {
+    404: "没有这个页面。",
+    405: "不支持这种请求方式。",
+    400: "请求格式有误。",
+}
+"""Starlette's own English messages, as residents read them."""
+_STARLETTE_TEXT = frozenset(
+    {"Not Found", "Method Not Allowed", "There was an error parsing the body", "Bad Request"}
+)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -75,7 +84,7 @@ def _wants_html(request: Request) -> bool:
 
 def create_app(context: WebContext) -> FastAPI:
     """The whole web app for ``context``."""
-    from sync_server.web import resident, worker
+    from sync_server.web import admin, resident, verify, worker
 
     app = FastAPI(
         title="Linli server API",
@@ -105,8 +114,13 @@ def create_app(context: WebContext) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 303 and exc.headers:  # a page that needs a login
             return RedirectResponse(exc.headers["Location"], status_code=303)
-        message = exc.detail if isinstance(exc.detail, str) else "请求无法处理"
-        return _error(request, exc.status_code, message)
+        message = _CHINESE.get(exc.status_code) if exc.detail in _STARLETTE_TEXT else None
+        if message is None:
+            message = exc.detail if isinstance(exc.detail, str) else "请求无法处理"
+        response = _error(request, exc.status_code, message)
+        for name, value in (exc.headers or {}).items():  # e.g. the Allow of a 405 (RFC 9110)
+            response.headers.setdefault(name, value)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -125,6 +139,8 @@ def create_app(context: WebContext) -> FastAPI:
     app.include_router(resident.pages)
     app.include_router(resident.api)
     app.include_router(worker.pages)
+    app.include_router(admin.pages)
+    app.include_router(verify.router)
     return app
 
 

@@ -31,6 +31,7 @@ from sync_server.cases import (
 )
 from sync_server.credentials import COLLECT_VALID_S, issue_credential
 from sync_server.domain_models import Compartment, Service, ServicePoint
+from sync_server.web.api_errors import problem_responses
 from sync_server.web.app import html
 from sync_server.web.context import WebContext
 
@@ -39,7 +40,8 @@ __all__ = ["STATE_TEXT", "api", "pages"]
 log = logging.getLogger(__name__)
 
 pages = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["resident"])
+# Every API answer that is not a success has a declared body (docs/web.md, "The JSON API").
+api = APIRouter(prefix="/api/v1", tags=["resident"], responses=problem_responses(422))
 
 _services = cast(Table, Service.__table__)
 _points = cast(Table, ServicePoint.__table__)
@@ -357,7 +359,7 @@ def _service_out(row: Any) -> ServiceOut:
     )
 
 
-@api.get("/lockers/{device_id}", response_model=LockerOut, responses={404: {}})
+@api.get("/lockers/{device_id}", response_model=LockerOut, responses=problem_responses(404))
 def api_locker(request: Request, device_id: DeviceId) -> LockerOut:
     """A locker and the services residents can start there."""
     ctx = _ctx(request)
@@ -373,7 +375,7 @@ def api_locker(request: Request, device_id: DeviceId) -> LockerOut:
     "/lockers/{device_id}/cases",
     response_model=CaseCreated,
     status_code=status.HTTP_201_CREATED,
-    responses={404: {}},
+    responses=problem_responses(400, 404),
 )
 def api_open_case(request: Request, device_id: DeviceId, body: CaseIn) -> CaseCreated:
     """Open a case and ask the locker for a compartment (``locker.deposit``)."""
@@ -384,7 +386,7 @@ def api_open_case(request: Request, device_id: DeviceId, body: CaseIn) -> CaseCr
     )
 
 
-@api.get("/cases/{case_id}", response_model=CaseOut, responses={404: {}})
+@api.get("/cases/{case_id}", response_model=CaseOut, responses=problem_responses(404))
 def api_case(request: Request, case_id: CaseId, token: TokenHeader) -> CaseOut:
     """The case as its resident sees it."""
     ctx = _ctx(request)
@@ -393,7 +395,7 @@ def api_case(request: Request, case_id: CaseId, token: TokenHeader) -> CaseOut:
         return CaseOut(**_case_view(conn, case))
 
 
-@api.post("/cases/{case_id}/confirm", status_code=204, responses={404: {}})
+@api.post("/cases/{case_id}/confirm", status_code=204, responses=problem_responses(404))
 def api_confirm(request: Request, case_id: CaseId, token: TokenHeader) -> Response:
     """The resident says the documents are in and the door is closed (recorded)."""
     ctx = _ctx(request)
@@ -401,7 +403,11 @@ def api_confirm(request: Request, case_id: CaseId, token: TokenHeader) -> Respon
     return Response(status_code=204)
 
 
-@api.post("/cases/{case_id}/credential", response_model=CredentialOut, responses={404: {}, 409: {}})
+@api.post(
+    "/cases/{case_id}/credential",
+    response_model=CredentialOut,
+    responses=problem_responses(404, 409),
+)
 def api_credential(request: Request, case_id: CaseId, token: TokenHeader) -> CredentialOut:
     """A new ``collect`` credential for the stored result (each single-use at the locker)."""
     ctx = _ctx(request)

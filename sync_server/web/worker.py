@@ -127,13 +127,15 @@ def login(
     with ctx.engine.begin() as conn:
         # The refusal is caught inside the transaction: the failure it recorded must commit.
         try:
-            token, _ = log_in(conn, username, password, client, ctx.clock())
+            token, user = log_in(conn, username, password, client, ctx.clock())
         except LoginRefusedError as err:
             refused = err
     if refused is not None:
         code = 429 if refused.limited else status.HTTP_401_UNAUTHORIZED
         return html(request, "login.html", status=code, error=str(refused))
-    response = _back()
+    # Staff and administrators work in the admin pages; grid workers in their task list.
+    home = "/admin" if user.role in ("staff", "admin") else "/w"
+    response = RedirectResponse(home, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(COOKIE, token, max_age=int(IDLE_S * 6), httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")  # fmt: skip
     return response
