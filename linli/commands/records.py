@@ -360,3 +360,81 @@ def query(
             f"{r.household_id}  {_masked_phone(r.phone)}  {r.subsidy_year or '-'}"
         )
     click.echo(f"{len(found)} residents")
+
+
+@records.command("remind")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Server config (TOML): its database and [notify] adapters are used.",
+)
+@click.option("--community", required=True, help="The community whose residents are reminded.")
+@click.option("--min-age", type=click.IntRange(0, 150), default=80, show_default=True,
+              help="Aged at least N.")  # fmt: skip
+@click.option(
+    "--subsidy-missing",
+    type=click.IntRange(2000, 2999),
+    required=True,
+    metavar="YEAR",
+    help="Remind those not certified for the elderly subsidy in YEAR.",
+)
+@click.option("--deadline", required=True, help="Certification deadline as residents read it.")
+@click.option("--place", required=True, help="Where to certify (the message names it).")
+@click.option(
+    "--channel", type=click.Choice(["sms", "wechat"]), default="sms", show_default=True,
+    help="Notification channel ([notify] in the config says which adapter).",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Count whom the reminder would reach; send nothing.")
+def remind(
+    *,
+    config_path: Path,
+    community: str,
+    min_age: int,
+    subsidy_missing: int,
+    deadline: str,
+    place: str,
+    channel: str,
+    dry_run: bool,
+) -> None:
+    """Send the elderly-subsidy certification reminder (高龄补贴认证提醒) to residents due.
+
+    Deduplicated per resident and year: run it again (after a failure, or to catch up new
+    residents) and nobody is reminded twice. Failed sends are retried by the running server.
+    """
+    from sync_server.config import load_server_config
+    from sync_server.errors import ServerError
+    from sync_server.notify.service import NotificationService
+    from sync_server.notify.settings import build_notifiers
+    from sync_server.records import find_residents, remind_residents
+
+    try:
+        config = load_server_config(config_path)
+    except ServerError as err:
+        raise click.ClickException(str(err)) from err
+    with _database(config.database.url) as engine:
+        found = find_residents(
+            engine, community, min_age=min_age, subsidy_missing_year=subsidy_missing
+        )
+        if dry_run:
+            with_phone = sum(1 for r in found if r.phone)
+            click.echo(f"{len(found)} residents due, {with_phone} with a phone")
+            return
+        service = NotificationService(
+            engine, build_notifiers(config.notify), retry=config.notify.retry
+        )
+        try:
+            counts = remind_residents(
+                found,
+                service.notify,
+                params={"deadline": deadline, "place": place},
+                dedupe_prefix=f"subsidy-{subsidy_missing}",
+                channel=channel,
+            )
+        finally:
+            service.close()
+    click.echo(
+        f"{counts.residents} residents due: {counts.requested} reminders requested "
+        f"(already reminded ones are not sent again), {counts.skipped_no_phone} without a phone"
+    )
