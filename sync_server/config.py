@@ -89,6 +89,8 @@ class DispatchSection(_Section):
     ack_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     escalate_margin_s: Annotated[float, Field(ge=0, le=86_400)] = 1800.0
     escalate_after_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 4 * 3600.0
+    remind_before_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 3600.0
+    collect_remind_after_s: Annotated[float, Field(gt=0, le=60 * 86_400)] = 3 * 86_400.0
 
 
 class ServerConfig(_Section):

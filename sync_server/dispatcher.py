@@ -38,6 +38,7 @@ from sync_server.domain_models import (
     ESCALATION_LEVELS,
     OPEN_ASSIGNMENT_STATUSES,
     Assignment,
+    AuditEntry,
     Case,
     ServicePoint,
     Shift,
@@ -55,6 +56,7 @@ _workers = cast(Table, Worker.__table__)
 _grids = cast(Table, WorkerGrid.__table__)
 _shifts = cast(Table, Shift.__table__)
 _points = cast(Table, ServicePoint.__table__)
+_audit = cast(Table, AuditEntry.__table__)
 
 _LOCK_KEY: Final = 0x4C494E4C49_4450  # "LINLI" "DP": the PostgreSQL advisory lock of a batch
 KM_PER_DEGREE: Final = 111.32
@@ -68,6 +70,8 @@ class DispatchSettings:
     ack_timeout_s: float = 300.0
     escalate_margin_s: float = 1800.0
     escalate_after_s: float = 4 * 3600.0
+    remind_before_s: float = 3600.0
+    collect_remind_after_s: float = 3 * 86400.0
     weights: dispatch.Weights = field(default_factory=dispatch.Weights)
 
 
@@ -80,6 +84,7 @@ class Notice:
     worker_id: int | None = None
     area_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    to_resident: bool = False
 
 
 @dataclass
@@ -410,6 +415,37 @@ class Dispatcher:
             )
             report.overdue += 1
             report.notices.append(Notice("case.overdue", case.id, worker_id=case.worker_id))
+        self._reminders(conn, now, report)
+
+    def _reminders(self, conn: Connection, now: float, report: BatchReport) -> None:
+        """Once per case and step: the worker holding a case due within ``remind_before_s``,
+        and the resident whose result has waited ``collect_remind_after_s`` in the locker. The
+        audit entry written here is what makes it once (batches are serialised)."""
+        settings = self.settings
+        for state, action, template, when in (
+            ("assigned", "case.reminded_pickup", "case.reminder", _cases.c.due_at),
+            ("processing", "case.reminded_processing", "case.reminder", _cases.c.due_at),
+            ("result_stored", "case.reminded_collect", "case.collect_reminder", _cases.c.result_at),
+        ):
+            reminded = select(_audit.c.case_id).where(
+                _audit.c.action == action, _audit.c.case_id.is_not(None)
+            )
+            if template == "case.collect_reminder":
+                due = when <= now - settings.collect_remind_after_s
+            else:
+                due = and_(when <= now + settings.remind_before_s, when > now)
+            for row in conn.execute(
+                select(_cases).where(_cases.c.state == state, due, _cases.c.id.notin_(reminded))
+            ):
+                audit(conn, now, "system", action, case_id=row.id)
+                report.notices.append(
+                    Notice(
+                        template,
+                        row.id,
+                        worker_id=row.worker_id,
+                        to_resident=template == "case.collect_reminder",
+                    )
+                )
 
     # -- the loop ---------------------------------------------------------------------------------
     def wake(self) -> None:

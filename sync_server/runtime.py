@@ -86,6 +86,8 @@ class ServerRuntime:
                     ack_timeout_s=d.ack_timeout_s,
                     escalate_margin_s=d.escalate_margin_s,
                     escalate_after_s=d.escalate_after_s,
+                    remind_before_s=d.remind_before_s,
+                    collect_remind_after_s=d.collect_remind_after_s,
                 ),
                 notify=self._later(self._send_notices),
             )
@@ -248,8 +250,19 @@ class ServerRuntime:
         deadline = _when(row.due_at)
         if notice.template == "case.assigned":
             params.update(locker=row.locker_name, deadline=deadline)
-        elif notice.template == "case.overdue":
+        elif notice.template in ("case.overdue", "case.reminder"):
             params.update(deadline=deadline)
+        elif notice.template == "case.collect_reminder":
+            if row.phone:
+                self.notifications.notify(
+                    "sms",
+                    row.phone,
+                    notice.template,
+                    {"service": row.service_name, "locker": row.locker_name},
+                    case_id=notice.case_id,
+                    dedupe=f"{notice.template}:{notice.case_id}",
+                )
+            return
         elif notice.template == "case.escalated":
             level = notice.params.get("level", "community")
             params.update(

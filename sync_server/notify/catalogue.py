@@ -75,6 +75,20 @@ _ALL = (
         "a case passed its deadline",
     ),
     Template(
+        "case.reminder",
+        "提醒：办件{case_no}（{service}）将于{deadline}到期，请及时处理。",
+        ("case_no", "service", "deadline"),
+        "worker",
+        "a case the worker holds is due within the hour",
+    ),
+    Template(
+        "case.collect_reminder",
+        "您办理的「{service}」结果已在{locker}存放多日，请尽快凭短信中的链接取件。",
+        ("service", "locker"),
+        "resident",
+        "the result has waited in the locker for days",
+    ),
+    Template(
         "locker.alarm",
         "{locker}第{compartment}号格口{problem}，请尽快到场查看处理。",
         ("locker", "compartment", "problem"),

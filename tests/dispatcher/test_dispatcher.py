@@ -172,3 +172,33 @@ def test_a_ready_result_is_assigned_as_a_return_and_the_case_stays_processing(
     assert statuses == ["done", "done"]
     # A lapsed return offer does not move the case back.
     assert dispatcher.run_once(NOW + 200).timed_out == 0
+
+
+def test_reminders_go_once_before_the_deadline_and_after_days_in_the_locker(site: Engine) -> None:
+    case_id = deposited(site)  # pickup due NOW + 4 h
+    dispatcher = Dispatcher(site, DispatchSettings(remind_before_s=3600,
+                                                   collect_remind_after_s=86400))  # fmt: skip
+    dispatcher.run_once(NOW)
+    with site.begin() as conn:
+        conn.execute(update(Assignment).values(status="acknowledged"))
+    assert not [n for n in dispatcher.run_once(NOW + 3600).notices if n.template == "case.reminder"]
+    soon = dispatcher.run_once(NOW + 3 * 3600 + 60).notices
+    assert [(n.template, n.case_id) for n in soon] == [("case.reminder", case_id)]
+    assert dispatcher.run_once(NOW + 3 * 3600 + 120).notices == []  # once
+    send(
+        site,
+        "locker-1",
+        ("compartment.emptied", {"compartment": 1, "case": case_id, "content": "documents"}),
+    )
+    send(
+        site,
+        "locker-1",
+        ("compartment.deposited", {"compartment": 2, "case": case_id, "content": "result"}),
+    )
+    with site.connect() as conn:
+        stored_at = get_case(conn, case_id).result_at
+    assert stored_at is not None
+    assert dispatcher.run_once(stored_at + 3600).notices == []
+    later = dispatcher.run_once(stored_at + 86400 + 1).notices
+    assert [(n.template, n.to_resident) for n in later] == [("case.collect_reminder", True)]
+    assert dispatcher.run_once(stored_at + 2 * 86400).notices == []
