@@ -33,6 +33,7 @@ from typing import Any, Final, cast
 from sqlalchemy import Connection, Engine, Table, and_, insert, select, text, update
 
 from sync_server import dispatch
+from sync_server.areas import ancestors
 from sync_server.cases import CaseRecord, audit, get_case, move, set_overlay
 from sync_server.domain_models import (
     ESCALATION_LEVELS,
@@ -376,20 +377,9 @@ class Dispatcher:
         )
 
     def _area_at(self, conn: Connection, grid_id: str, level: str) -> str | None:
-        from sync_server.domain_models import Area
-
-        areas = cast(Table, Area.__table__)
-        current: str | None = grid_id
-        for _ in range(len(ESCALATION_LEVELS) + 2):
-            if current is None:
-                return None
-            row = conn.execute(select(areas).where(areas.c.id == current)).first()
-            if row is None:
-                return None
-            if row.level == ("community" if level == "community" else "street"):
-                return str(row.id)
-            current = row.parent_id
-        return None
+        """The community (or street) above ``grid_id`` that answers at ``level``."""
+        want = "community" if level == "community" else "street"
+        return next((area for area, kind in ancestors(conn, grid_id) if kind == want), None)
 
     def _sla(self, conn: Connection, now: float, report: BatchReport) -> None:
         late = conn.execute(

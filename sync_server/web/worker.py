@@ -20,11 +20,11 @@ from fastapi import APIRouter, Form, HTTPException, Path, Request, status
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Connection, Table, select, update
 
+from sync_server.areas import ancestors
 from sync_server.cases import CaseRecord, CaseStateError, audit, get_case, move
 from sync_server.credentials import WORKER_OPEN_VALID_S, issue_credential
 from sync_server.domain_models import (
     OPEN_ASSIGNMENT_STATUSES,
-    Area,
     Assignment,
     Case,
     Service,
@@ -54,7 +54,6 @@ _cases = cast(Table, Case.__table__)
 _assignments = cast(Table, Assignment.__table__)
 _services = cast(Table, Service.__table__)
 _points = cast(Table, ServicePoint.__table__)
-_areas = cast(Table, Area.__table__)
 
 CaseId = Annotated[str, Path(pattern=CASE_PATH)]
 Csrf = Annotated[str, Form(max_length=64)]
@@ -75,17 +74,6 @@ def _user(request: Request) -> SessionUser:
         raise
 
 
-def _area_chain(conn: Connection, area_id: str) -> set[str]:
-    chain: set[str] = set()
-    current: str | None = area_id
-    while current is not None and current not in chain:
-        chain.add(current)
-        current = conn.execute(
-            select(_areas.c.parent_id).where(_areas.c.id == current)
-        ).scalar_one_or_none()
-    return chain
-
-
 def _my_case(conn: Connection, user: SessionUser, case_id: str) -> CaseRecord:
     try:
         case = get_case(conn, case_id)
@@ -93,7 +81,7 @@ def _my_case(conn: Connection, user: SessionUser, case_id: str) -> CaseRecord:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这个案件。") from None
     if user.role == "admin":
         return case
-    if user.role == "staff" and user.area_id in _area_chain(conn, case.grid_id):
+    if user.role == "staff" and user.area_id in {a for a, _ in ancestors(conn, case.grid_id)}:
         return case
     if case.worker_id == user.id:
         return case
