@@ -60,6 +60,7 @@ def site_data(now: float) -> dict[str, Any]:
             {"username": "chen", "name": "陈网格", "password": WORKER_PASSWORD, "grids": ["g1"],
              "phone": "13900001111", "home_lat": 30.505, "home_lon": 114.305,
              "shifts": [{"start": now - 3600, "end": now + 8 * 3600}]},
+            {"username": "admin", "name": "管理员", "role": "admin", "password": WORKER_PASSWORD},
         ],
     }  # fmt: skip
 

@@ -125,6 +125,27 @@ def test_deposit_collect_return_and_collect_again(site: Site, browser: Browser) 
     resident.goto(resident_url)
     assert resident.get_attribute("#case-state", "data-state") == "completed"
     screenshot(resident, "08-case-completed")
+
+    # -- the office sees it: admin pages ----------------------------------------------------------
+    office = phone(browser)
+    office.set_viewport_size({"width": 1280, "height": 900})
+    office.goto(f"{site.url}/w/login")
+    office.fill("#username", "admin")
+    office.fill("#password", WORKER_PASSWORD)
+    office.click("#login")
+    office.wait_for_url(f"{site.url}/admin")
+    assert office.inner_text("#online") == "1"
+    screenshot(office, "11-admin-overview")
+    office.goto(f"{site.url}/admin/cases/{case_id}")
+    assert "138****8000" in office.content() and "13800138000" not in office.content()
+    screenshot(office, "12-admin-case")
+    for name in ("devices", "workers", "stats", "services"):
+        office.goto(f"{site.url}/admin/{name}")
+        screenshot(office, f"13-admin-{name}")
+    # A certificate QR check, as anyone would open it (here: a locker code, refused plainly).
+    office.goto(f"{site.url}/v?c={text}")
+    assert office.inner_text("#verdict").startswith("✘")
+    screenshot(office, "14-verify-refused")
     # The credential is spent: showing it again opens nothing.
     site.locker.scan(text)
     time.sleep(1.0)
