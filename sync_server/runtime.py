@@ -34,6 +34,8 @@ from sync_server.domain_models import Case, Service, ServicePoint, Shift, Worker
 from sync_server.notify.service import NotificationService
 from sync_server.notify.settings import build_notifiers
 from sync_server.projection import DomainProjector
+from sync_server.records.lookup import METHOD as LOOKUP_METHOD
+from sync_server.records.lookup import residents_lookup
 from sync_server.rpc import RpcServer
 from sync_server.web.app import create_app, timestamp_text
 from sync_server.web.context import WebContext
@@ -119,7 +121,9 @@ class ServerRuntime:
         consumer.add_handler(
             "up/sync-req", DocumentServer(self.engine, publish=consumer.publish).handle_request
         )
-        consumer.add_handler("up/rpc", RpcServer(consumer.publish).handle)
+        rpc = RpcServer(consumer.publish)
+        rpc.register(LOOKUP_METHOD, residents_lookup(self.engine))
+        consumer.add_handler("up/rpc", rpc.handle)
         self.issuer.attach(consumer)
         return consumer
 

@@ -19,11 +19,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, cast
 
-from sqlalchemy import Engine, Row, Table, select
+from sqlalchemy import Connection, Engine, Row, Table, select
 
 from sync_server.domain_models import Household, Resident
 
-__all__ = ["HEAD_RELATIONS", "community_items", "nest"]
+__all__ = ["HEAD_RELATIONS", "community_items", "nest", "resident_item"]
 
 HEAD_RELATIONS: Final = frozenset({"户主", "本人"})
 """What the 与户主关系 column says for the head of household."""
@@ -78,6 +78,20 @@ def community_items(engine: Engine, community_id: str) -> dict[str, dict[str, An
     }
 
 
+def resident_item(conn: Connection, id_number: str) -> dict[str, Any] | None:
+    """One resident's ``residents`` item (the same shape as :func:`community_items`), or None."""
+    r = _residents.c
+    holder = conn.execute(select(_residents).where(r.id_number == id_number)).first()
+    if holder is None:
+        return None
+    household = conn.execute(
+        select(_households).where(_households.c.id == holder.household_id)
+    ).one()
+    group = list(conn.execute(select(_residents).where(r.household_id == holder.household_id)))
+    group.sort(key=lambda m: (m.relation not in HEAD_RELATIONS, m.birth_date, m.id_number))
+    return {"id_number": holder.id_number, "household": _household_record(holder, household, group)}
+
+
 def _household_record(
     holder: Row[Any], household: Row[Any], members: Sequence[Row[Any]]
 ) -> dict[str, Any]:
@@ -89,6 +103,9 @@ def _household_record(
         record["residence_since"] = household.residence_since
     if holder.phone:
         record["phone"] = holder.phone
+    # The year of the holder's last elderly-subsidy certification (None: never), for the kiosk's
+    # status answer (高龄补贴认证).
+    record["subsidy_year"] = holder.subsidy_year
     holder_is_head = holder.relation in HEAD_RELATIONS
     record["members"] = [_member(m, holder, holder_is_head) for m in members]
     return record

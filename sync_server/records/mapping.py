@@ -46,7 +46,7 @@ REQUIRED_FIELDS: Final = ("id_number", "name", "household_id", "address")
 """Fields the mapping must name (a row may leave ``address`` blank if another row of its
 household gives it); ``birth_date`` and ``gender`` default to what the ID number says."""
 HOUSEHOLD_RECORD_KEYS: Final = frozenset(
-    {"id_number", "address", "residence_since", "phone", "members"}
+    {"id_number", "address", "residence_since", "phone", "members", "household_id", "subsidy_year"}
 )
 """Keys of the household record the kiosk reads (kiosk_ui/certificates): an extra key may not
 start with one of them, or it would shadow real data on a certificate."""

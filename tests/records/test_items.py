@@ -75,6 +75,7 @@ def test_items_format(items: dict[str, dict[str, Any]]) -> None:
             "address": "幸福路12号3栋501室",
             "residence_since": "2010-05-01",
             "phone": "13800000001",
+            "subsidy_year": None,  # never certified (the kiosk says so, docs/kiosk-session.md)
             "elderly": {"level": "80-89周岁档"},
             "difficulty": {"reason": "家庭成员患重病", "monthly_income": "860"},  # CSV: text
             "members": [
