@@ -1,9 +1,10 @@
 """Online parts of a session through the real pipe: the kiosk's store and SyncAgent with an
 RpcClient, a private real Mosquitto, the server's Consumer with an RpcServer.
 
-The server has no ``residents.lookup`` or ``applications.list`` handler yet (docs/kiosk-session.md,
-"Server methods"): the tests register stand-ins with exactly the documented params, results and
-error codes, so what they prove is the kiosk's side of that contract, end to end.
+The server methods are stand-ins with exactly the documented params, results and error codes
+(docs/kiosk-session.md, "Server methods"), so these tests prove the kiosk's side of the contract
+end to end: ``applications.list`` has no server handler yet, and the real ``residents.lookup``
+needs a resident database these tests do not build (tests/records/test_lookup.py tests it).
 """
 
 from __future__ import annotations
