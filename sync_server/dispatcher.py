@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, and_, insert, or_, select, text, update
 
 from sync_server import dispatch
 from sync_server.areas import ancestors
@@ -47,7 +47,7 @@ from sync_server.domain_models import (
     WorkerGrid,
 )
 
-__all__ = ["BatchReport", "DispatchSettings", "Dispatcher", "Notice"]
+__all__ = ["BatchReport", "DispatchSettings", "Dispatcher", "Notice", "worker_load"]
 
 log = logging.getLogger(__name__)
 
@@ -310,19 +310,7 @@ class Dispatcher:
             for worker_id, covered in grids.items():
                 if grid in covered and worker_id not in refusers:
                     covered.add(f"{grid}#{case_id}")
-        load: dict[int, int] = {}
-        for (worker_id,) in conn.execute(
-            select(_assignments.c.worker_id).where(
-                _assignments.c.status.in_(OPEN_ASSIGNMENT_STATUSES)
-            )
-        ):
-            load[int(worker_id)] = load.get(int(worker_id), 0) + 1
-        for (worker_id,) in conn.execute(
-            select(_cases.c.worker_id).where(
-                _cases.c.state.in_(("collected", "processing")), _cases.c.worker_id.is_not(None)
-            )
-        ):
-            load[int(worker_id)] = load.get(int(worker_id), 0) + 1
+        load = worker_load(conn)
         workers = []
         for row in conn.execute(
             select(_workers).where(_workers.c.role == "worker", _workers.c.active)
@@ -460,6 +448,29 @@ class Dispatcher:
                 log.exception("dispatch batch failed; retrying in %.0f s", self.settings.interval_s)
             self._wake.wait(self.settings.interval_s)
             self._wake.clear()
+
+
+HOLDING: Final = ("collected", "processing")
+"""Flow states in which a worker has a case's documents in hand."""
+
+
+def worker_load(conn: Connection) -> dict[int, int]:
+    """Tasks each worker holds: open offers plus cases whose documents they have (also under an
+    overdue/escalated overlay). The dispatcher fills capacity from it; the admin page shows it."""
+    load: dict[int, int] = {}
+    for (worker_id,) in conn.execute(
+        select(_assignments.c.worker_id).where(_assignments.c.status.in_(OPEN_ASSIGNMENT_STATUSES))
+    ):
+        load[int(worker_id)] = load.get(int(worker_id), 0) + 1
+    held = or_(
+        _cases.c.state.in_(HOLDING),
+        _cases.c.state.in_(("overdue", "escalated")) & _cases.c.resumes.in_(HOLDING),
+    )
+    for (worker_id,) in conn.execute(
+        select(_cases.c.worker_id).where(held, _cases.c.worker_id.is_not(None))
+    ):
+        load[int(worker_id)] = load.get(int(worker_id), 0) + 1
+    return load
 
 
 def _km(origin: tuple[float, float], lat: float, lon: float) -> tuple[float, float]:

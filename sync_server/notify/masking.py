@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import re
 
+from sync_server.phones import MOBILE_PATTERN, mask_mobile, normalize_mobile
+
 __all__ = ["MOBILE_PATTERN", "mask_recipient", "normalize_mobile", "scrub"]
 
-MOBILE_PATTERN = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
-"""A mainland China mobile number: 11 digits starting with 13-19, optionally after +86 / 86."""
-_SEPARATORS = re.compile(r"[\s-]")
 _MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
-
-
-def normalize_mobile(value: str) -> str | None:
-    """``+86 138-1234-5678`` -> ``13812345678``; None for anything that is not a mainland mobile."""
-    match = MOBILE_PATTERN.match(_SEPARATORS.sub("", value))
-    return match.group(1) if match else None
 
 
 def mask_recipient(recipient: str) -> str:
@@ -27,7 +20,7 @@ def mask_recipient(recipient: str) -> str:
     characters (``oA***yZ``); anything of six characters or fewer is all stars."""
     mobile = normalize_mobile(recipient)
     if mobile is not None:
-        return f"{mobile[:3]}****{mobile[-4:]}"
+        return mask_mobile(mobile)
     if len(recipient) <= 6:
         return "*" * len(recipient)
     return f"{recipient[:2]}***{recipient[-2:]}"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from device.protocol import id_number_problems, parse_yyyymmdd
+from sync_server.phones import normalize_mobile
 from sync_server.records.errors import SpreadsheetError
 from sync_server.records.mapping import (
     HOUSEHOLD_RECORD_KEYS,
@@ -43,9 +44,6 @@ __all__ = [
     "validate_sheet",
 ]
 
-MOBILE: Final = re.compile(r"^(?:\+86|0086|86)?(1[3-9]\d{9})$")
-"""A mainland China mobile number: 11 digits starting 13-19, optionally after +86/0086/86."""
-_PHONE_SEPARATORS: Final = re.compile(r"[\s\-()（）]")
 _SCIENTIFIC: Final = re.compile(r"^\d(\.\d+)?E\+?\d+$")
 _YEAR: Final = re.compile(r"^(\d{4})(\.0+)?年?$")
 MIN_SUBSIDY_YEAR: Final = 2000
@@ -463,13 +461,13 @@ def _phone(cell: Cell) -> str | None:
     text = _text(cell)
     if text is None:
         return None
-    match = MOBILE.match(_PHONE_SEPARATORS.sub("", text))
-    if match is None:
+    mobile = normalize_mobile(text)
+    if mobile is None:
         raise _Bad(
             "not a mainland mobile number (11 digits starting 13-19, +86 allowed); "
             "keep a landline in another column (extra.landline)"
         )
-    return match.group(1)
+    return mobile
 
 
 def _subsidy_year(cell: Cell, today: dt.date) -> int | None:

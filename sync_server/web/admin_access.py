@@ -9,7 +9,6 @@ app is ``/w``. A request without a session is sent to the login page, like the w
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, cast
@@ -20,6 +19,7 @@ from sqlalchemy import ColumnElement, Connection, Table, select, true
 
 from sync_server.areas import descendants
 from sync_server.domain_models import Area
+from sync_server.phones import mask_mobile, normalize_mobile
 from sync_server.web.app import SITE_TZ, html
 from sync_server.web.auth import SessionUser, check_csrf, current_user
 from sync_server.web.context import WebContext
@@ -94,8 +94,6 @@ MESSAGES: Final = {
     "shift": "已添加班次。",
 }
 """Outcome messages a redirect may name (``?msg=``): a fixed set, so no text is reflected."""
-
-_PHONE_DIGITS = re.compile(r"\D")
 
 
 @dataclass(frozen=True)
@@ -177,10 +175,8 @@ def mask_phone(phone: str | None) -> str:
     """A phone number as staff may see it: ``138****5678`` (never the whole number)."""
     if not phone:
         return ""
-    digits = _PHONE_DIGITS.sub("", phone)
-    if len(digits) < 7:
-        return "****"
-    return f"{digits[:3]}****{digits[-4:]}"
+    mobile = normalize_mobile(phone)
+    return mask_mobile(mobile) if mobile is not None else "****"
 
 
 def page(request: Request, admin: AdminUser, name: str, **values: object) -> Response:

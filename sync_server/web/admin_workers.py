@@ -8,16 +8,16 @@ workers of their area; only administrators change anything.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated, Any, Final, cast
 
 from argon2 import PasswordHasher
 from fastapi import APIRouter, Form, HTTPException, Path, Request, status
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import Connection, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
 from sync_server.cases import audit, get_case, move
+from sync_server.dispatcher import HOLDING, worker_load
 from sync_server.domain_models import (
     OPEN_ASSIGNMENT_STATUSES,
     Area,
@@ -28,6 +28,7 @@ from sync_server.domain_models import (
     Worker,
     WorkerGrid,
 )
+from sync_server.phones import normalize_mobile
 from sync_server.sitedata import WorkerData
 from sync_server.web.admin_access import (
     ROLE_TEXT,
@@ -60,27 +61,8 @@ _sessions = cast(Table, WebSession.__table__)
 _areas = cast(Table, Area.__table__)
 
 WorkerId = Annotated[int, Path(ge=1)]
-HOLDING: Final = ("collected", "processing")
 MAX_SHIFT_S: Final = 24 * 3600.0
-PHONE: Final = re.compile(r"^1[3-9]\d{9}$")
 _hasher = PasswordHasher()
-
-
-def _load(conn: Connection) -> dict[int, int]:
-    load: dict[int, int] = {}
-    for (worker_id,) in conn.execute(
-        select(_assignments.c.worker_id).where(_assignments.c.status.in_(OPEN_ASSIGNMENT_STATUSES))
-    ):
-        load[int(worker_id)] = load.get(int(worker_id), 0) + 1
-    held = or_(
-        _cases.c.state.in_(HOLDING),
-        _cases.c.state.in_(("overdue", "escalated")) & _cases.c.resumes.in_(HOLDING),
-    )
-    for (worker_id,) in conn.execute(
-        select(_cases.c.worker_id).where(held, _cases.c.worker_id.is_not(None))
-    ):
-        load[int(worker_id)] = load.get(int(worker_id), 0) + 1
-    return load
 
 
 def _shifts_ahead(conn: Connection, now: float) -> dict[int, list[Any]]:
@@ -106,7 +88,7 @@ def workers(request: Request) -> Response:
             select(_grids.c.worker_id, _grids.c.grid_id).order_by(_grids.c.grid_id)
         ):
             grids.setdefault(int(worker_id), []).append(grid_id)
-        load = _load(conn)
+        load = worker_load(conn)
         ahead = _shifts_ahead(conn, now)
         rows = []
         for row in conn.execute(select(_workers).order_by(_workers.c.role, _workers.c.username)):
@@ -179,9 +161,15 @@ def create_worker(
     """A new account; the password is stored as an argon2id hash only."""
     admin = admin_action(request, csrf)
     ctx = ctx_of(request)
-    phone = phone.strip().replace(" ", "")
-    if phone and not PHONE.match(phone):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "手机号应为11位数字，以1开头。")
+    if phone.strip():
+        mobile = normalize_mobile(phone)
+        if mobile is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "手机号应为11位数字，以1开头。"
+            )
+        phone = mobile
+    else:
+        phone = ""
     chosen = unique(grids or [])
     try:
         data = WorkerData(

@@ -13,7 +13,6 @@ The JSON API under ``/api/v1`` offers the same for apps (the case token in ``X-C
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated, Any, cast
 
 import segno
@@ -31,6 +30,7 @@ from sync_server.cases import (
 )
 from sync_server.credentials import COLLECT_VALID_S, issue_credential
 from sync_server.domain_models import Compartment, Service, ServicePoint
+from sync_server.phones import normalize_mobile
 from sync_server.web.api_errors import problem_responses
 from sync_server.web.app import html
 from sync_server.web.context import WebContext
@@ -55,7 +55,6 @@ DeviceId = Annotated[str, Path(pattern=DEVICE_PATH)]
 ServiceId = Annotated[str, Path(pattern=SERVICE_PATH)]
 CaseId = Annotated[str, Path(pattern=CASE_PATH)]
 Token = Annotated[str, Path(pattern=TOKEN_PATH)]
-PHONE = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
 
 STATE_TEXT = {
     "draft": "等待存件：请把材料放入打开的格口并关好柜门",
@@ -103,10 +102,10 @@ def _normal_phone(phone: str | None) -> str | None:
     """A mainland mobile number as 11 digits, None when empty; ``ValueError`` otherwise."""
     if phone is None or not phone.strip():
         return None
-    match = PHONE.match(phone.strip().replace(" ", "").replace("-", ""))
-    if match is None:
+    mobile = normalize_mobile(phone)
+    if mobile is None:
         raise ValueError("手机号应为11位数字，以1开头")
-    return match.group(1)
+    return mobile
 
 
 def _start_case(

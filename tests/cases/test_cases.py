@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
 from device.protocol import EventBatch, EventMessage
 from sync_server.cases import (
@@ -149,7 +149,7 @@ def test_a_pickup_report_finishes_the_open_assignment(site: Engine) -> None:
     )
     with site.begin() as conn:
         conn.execute(
-            Assignment.__table__.insert().values(  # type: ignore[attr-defined]
+            insert(Assignment).values(
                 case_id=case_id,
                 worker_id=1,
                 kind="pickup",
