@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import termios
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -22,8 +23,10 @@ from device.config import IdCardSection
 from device.errors import (
     ConfigError,
     DeviceClosedError,
+    DeviceError,
     DeviceTimeoutError,
     DeviceUnavailableError,
+    ProtocolError,
 )
 from device.idcard.codec import (
     HEADER_SIZE,
@@ -35,7 +38,7 @@ from device.idcard.codec import (
     parse_reply_body,
     scan_frame,
 )
-from device.idcard.errors import FrameError, NoCardError, SelectFailedError
+from device.idcard.errors import FrameError, NoCardError, SamFailureError, SelectFailedError
 from device.idcard.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,31 @@ _PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 READ_SLICE_S = 0.05
 """pyserial read timeout: how often a wait checks its deadline."""
+
+
+@dataclass(frozen=True)
+class CardPlaced:
+    """A card was put on the reader and read."""
+
+    identity: Identity
+
+
+@dataclass(frozen=True)
+class CardFailed:
+    """A card was found but reading it failed (lifted mid-read, not an ID card, authentication
+    failed, garbled reply): a fault of this card, not of the reader. Reported once per placement."""
+
+    error: DeviceError | ProtocolError
+
+
+@dataclass(frozen=True)
+class CardLifted:
+    """The card reported (or failed) before is no longer found. Only meaningful with readers
+    that keep finding a card already read (``[idcard] report_lift``): the others stop finding
+    it at once."""
+
+
+CardEvent = CardPlaced | CardFailed | CardLifted
 
 
 def idcard_settings(config: IdCardSection | None = None, **overrides: Any) -> IdCardSection:
@@ -233,6 +261,10 @@ class SamReader:
         """One find/select/read cycle: the identity, or None when no card is on the reader."""
         if not self.card_present():
             return None
+        return self._read_found()
+
+    def _read_found(self) -> Identity | None:
+        """Select and read a card ``find card`` just found (None: it left before select)."""
         try:
             self.exchange(Command.SELECT_CARD)
         except SelectFailedError:
@@ -250,19 +282,49 @@ class SamReader:
             log.warning("card read with a doubtful ID number: %s", problems)
         return identity
 
+    @property
+    def present(self) -> bool:
+        """Whether a card reported (or failed) by :meth:`poll_event` is still taken to be there."""
+        return self._present
+
     def poll(self) -> Identity | None:
         """Wait for the poll interval, then look for a card; report each card once until lifted.
 
         Once a card was reported, only ``find card`` runs until it fails (card lifted, or a reader
         that will not find a card it already read), so the same card is not read twice in a row.
+        A failed read raises its error (see :meth:`poll_event` for the typed outcome).
+        """
+        event = self.poll_event()
+        if isinstance(event, CardFailed):
+            raise event.error
+        return event.identity if isinstance(event, CardPlaced) else None
+
+    def poll_event(self) -> CardEvent | None:
+        """One paced poll: what changed on the reader, or None (nothing new).
+
+        A card found is read once: :class:`CardPlaced`, or :class:`CardFailed` when reading it
+        failed (the card is then left alone until it is lifted and put back, so a forged card on the
+        reader is refused once, not every poll). :class:`CardLifted` when a card reported before is
+        no longer found. Errors of the reader itself (timeouts or garbage answering ``find card``,
+        the SAM failing, the port vanishing) raise.
         """
         interval = self.settings.poll_interval_ms / 1000
         if self._last_poll is not None:
             self._clock.sleep(self._last_poll + interval - self._clock.monotonic())
         self._last_poll = self._clock.monotonic()
         if self._present:
-            self._present = self.card_present()
+            if self.card_present():
+                return None
+            self._present = False
+            return CardLifted()
+        if not self.card_present():
             return None
-        identity = self.read_card()
+        try:
+            identity = self._read_found()
+        except (SamFailureError, DeviceUnavailableError):
+            raise
+        except (DeviceError, ProtocolError) as err:
+            self._present = True
+            return CardFailed(err)
         self._present = identity is not None
-        return identity
+        return CardPlaced(identity) if identity is not None else None

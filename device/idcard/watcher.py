@@ -17,7 +17,7 @@ from device.clock import SYSTEM_CLOCK, Clock
 from device.config import IdCardSection
 from device.errors import DeviceError, DeviceUnavailableError, ProtocolError
 from device.idcard.identity import Identity
-from device.idcard.reader import SamReader, idcard_settings
+from device.idcard.reader import CardFailed, CardLifted, CardPlaced, SamReader, idcard_settings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,13 @@ def _open_reader(settings: IdCardSection, clock: Clock) -> SamReader:
 class IdCardWatcher:
     """Polls a SAM reader in a thread and calls ``on_card(identity)`` once per card placed.
 
+    ``on_read_error(error)`` is called once per placement of a card that was found but could not be
+    read (lifted mid-read, not an ID card, failed authentication, garbled reply): the kiosk tells
+    the resident. ``on_lifted()`` is called when a card reported before leaves the reader, only if
+    ``report_lift`` is set (``[idcard] report_lift``): most readers stop finding a card once it was
+    read, and for them "lifted" would be reported at once. Reader faults are not card events: they
+    show in :attr:`available`.
+
     ``failures_before_reopen`` consecutive failed polls (timeouts, garbage, failure statuses) make
     it close and reopen the reader, which resets the SAM. Waits between reopen attempts grow from
     ``backoff_s`` to ``max_backoff_s`` (real time: they are waits on the stop event).
@@ -41,6 +48,8 @@ class IdCardWatcher:
         config: IdCardSection | None,
         on_card: Callable[[Identity], None],
         *,
+        on_read_error: Callable[[Exception], None] | None = None,
+        on_lifted: Callable[[], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
@@ -50,6 +59,8 @@ class IdCardWatcher:
     ) -> None:
         self.settings = idcard_settings(config, **overrides)
         self._on_card = on_card
+        self._on_read_error = on_read_error
+        self._on_lifted = on_lifted
         self._clock = clock
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
@@ -133,7 +144,7 @@ class IdCardWatcher:
     def _poll_once(self) -> None:
         assert self._reader is not None
         try:
-            identity = self._reader.poll()
+            event = self._reader.poll_event()
         except DeviceUnavailableError as err:
             self._mark_unavailable(err)
             return
@@ -145,15 +156,24 @@ class IdCardWatcher:
                 self._mark_unavailable(err)
             return
         self._failures = 0
-        if identity is not None:
-            self._deliver(identity)
+        if isinstance(event, CardPlaced):
+            log.info("ID card placed: %s", event.identity.masked())
+            self._deliver(self._on_card, event.identity)
+        elif isinstance(event, CardFailed):
+            log.warning("ID card could not be read: %s", event.error)
+            if self._on_read_error is not None:
+                self._deliver(self._on_read_error, event.error)
+        elif isinstance(event, CardLifted) and self.settings.report_lift:
+            log.info("ID card lifted")
+            if self._on_lifted is not None:
+                self._deliver(self._on_lifted)
 
-    def _deliver(self, identity: Identity) -> None:
-        log.info("ID card placed: %s", identity.masked())
+    @staticmethod
+    def _deliver(callback: Callable[..., None], *args: object) -> None:
         try:
-            self._on_card(identity)
+            callback(*args)
         except Exception:  # a consumer's bug must not stop the reader loop
-            log.exception("ID-card callback failed for %s", identity.masked())
+            log.exception("ID-card callback failed")
 
     def _close_reader(self) -> None:
         reader, self._reader = self._reader, None

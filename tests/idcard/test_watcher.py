@@ -128,3 +128,81 @@ def test_stop_is_safe_twice_and_run_honours_an_external_event(emulator: SamEmula
     assert not thread.is_alive()
     watcher.stop()
     watcher.stop()
+
+
+class Events:
+    """Every callback of the watcher, in order: ("card", identity), ("error", type), ("lifted",)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[object, ...]] = []
+        self._lock = threading.Lock()
+
+    def card(self, identity: Identity) -> None:
+        with self._lock:
+            self.seen.append(("card", identity))
+
+    def error(self, err: Exception) -> None:
+        with self._lock:
+            self.seen.append(("error", type(err).__name__))
+
+    def lifted(self) -> None:
+        with self._lock:
+            self.seen.append(("lifted",))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.seen)
+
+
+def events_watcher(port: str, events: Events, *, report_lift: bool) -> IdCardWatcher:
+    return IdCardWatcher(
+        None,
+        events.card,
+        on_read_error=events.error,
+        on_lifted=events.lifted,
+        port=port,
+        timeout_s=0.2,
+        retries=0,
+        report_lift=report_lift,
+    )
+
+
+def test_a_card_that_cannot_be_read_is_reported_once_per_placement(emulator: SamEmulator) -> None:
+    """A forged card (authentication fails) lying on the reader is refused once, not every poll;
+    put back, it is tried again; a card lifted mid-read is its own error."""
+    events = Events()
+    with events_watcher(emulator.path, events, report_lift=False) as watcher:
+        assert wait_until(lambda: watcher.available)
+        emulator.refind_after_read = True  # the reader keeps finding the card
+        emulator.fail_next(Command.READ_TEXT_PHOTO, sw3=0x31, times=1)
+        emulator.insert(sample_card(0))
+        assert wait_until(lambda: events.count() == 1)
+        threading.Event().wait(1.0)  # several polls with the card still there: no second report
+        assert events.seen == [("error", "CardAuthenticationError")]
+        emulator.lift()
+        threading.Event().wait(0.4)
+        emulator.lift_during_next_read()
+        emulator.insert(sample_card(1))
+        assert wait_until(lambda: events.count() == 2, timeout=5)
+        threading.Event().wait(0.4)  # a poll sees the reader empty
+        emulator.insert(sample_card(1))  # put back properly
+        assert wait_until(lambda: events.count() == 3, timeout=5)
+        assert watcher.available  # card faults are not reader faults
+    assert events.seen[1][0] == "error"
+    assert events.seen[2] == ("card", sample_card(1))
+
+
+@pytest.mark.parametrize("report_lift", [True, False])
+def test_lifted_is_reported_only_when_configured(emulator: SamEmulator, report_lift: bool) -> None:
+    events = Events()
+    emulator.refind_after_read = True
+    with events_watcher(emulator.path, events, report_lift=report_lift) as watcher:
+        assert wait_until(lambda: watcher.available)
+        emulator.insert(sample_card(3))
+        assert wait_until(lambda: events.count() == 1)
+        threading.Event().wait(0.8)  # still on the reader: nothing more
+        assert events.count() == 1
+        emulator.lift()
+        threading.Event().wait(0.8)
+    expected: list[tuple[object, ...]] = [("card", sample_card(3))]
+    assert events.seen == ([*expected, ("lifted",)] if report_lift else expected)
