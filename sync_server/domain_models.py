@@ -52,6 +52,8 @@ OPEN_ASSIGNMENT_STATUSES = ("offered", "acknowledged")
 NOTIFICATION_STATUSES = ("queued", "sent", "failed", "recorded")
 CREDENTIAL_KINDS = ("collect", "worker-open", "deposit")
 DEVICE_KINDS = ("kiosk", "locker")
+APPLICATION_STATUSES = ("submitted", "accepted", "done", "rejected")
+"""An online application (网上申请): ``submitted -> accepted -> done``, or ``rejected``."""
 
 
 def _check_in(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
@@ -410,3 +412,61 @@ class CertificateRevocation(Base):
     serial: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[float]
     reason: Mapped[str] = mapped_column(String(256))
+
+
+class Application(Base):
+    """An application a resident filed on their phone (网上申请, docs/applications.md).
+
+    ``id`` is the application number (``A`` and 9 characters of the case alphabet). The
+    applicant is stored as the resident records store residents (``residents.id_number``,
+    ``residents.name``): the ID number in its normalised form, looked up by equality (an index).
+    ``data`` is the kind's validated form fields; ``reason`` the office's reason for a
+    rejection. The resident's status link carries a token whose SHA-256 is ``access_hash``.
+    ``version`` increments on every change (two office clerks acting at once).
+    """
+
+    __tablename__ = "applications"
+    __table_args__ = (
+        _check_in("status", APPLICATION_STATUSES, "status"),
+        Index("ix_applications_id_number", "id_number", "submitted_at"),
+        Index("ix_applications_community_status", "community_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    community_id: Mapped[str] = mapped_column(String(32), ForeignKey("areas.id"))
+    id_number: Mapped[str] = mapped_column(String(18))
+    name: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    reason: Mapped[str | None] = mapped_column(String(256))
+    access_hash: Mapped[str] = mapped_column(String(64))
+    submitted_at: Mapped[float]
+    updated_at: Mapped[float]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class ApplicationCode(Base):
+    """An SMS code sent to prove the phone of an application form.
+
+    ``phone_key`` and ``client_key`` are SHA-256 digests of the phone number and of the client
+    address (they count sends for the rate limit, like ``login_failures``; no second copy of the
+    number in clear). ``code_hash`` is the SHA-256 of the phone and the code. A code is good
+    until ``expires`` for a few ``attempts``, and once (``used_at``).
+    """
+
+    __tablename__ = "application_codes"
+    __table_args__ = (
+        Index("ix_application_codes_phone_created", "phone_key", "created"),
+        Index("ix_application_codes_client_created", "client_key", "created"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    phone_key: Mapped[str] = mapped_column(String(64))
+    client_key: Mapped[str] = mapped_column(String(64))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created: Mapped[float]
+    expires: Mapped[float]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[float | None]

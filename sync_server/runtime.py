@@ -23,6 +23,7 @@ import uvicorn
 from sqlalchemy import Engine, Table, select, update
 
 from device.credential import SigningKey, load_signing_key, load_verify_key
+from sync_server.applications_rpc import applications_list, applications_status
 from sync_server.cases import LockerEffect, hash_token
 from sync_server.commands import CommandIssuer, UnknownDeviceError, expire_overdue
 from sync_server.config import ServerConfig
@@ -123,6 +124,8 @@ class ServerRuntime:
         )
         rpc = RpcServer(consumer.publish)
         rpc.register(LOOKUP_METHOD, residents_lookup(self.engine))
+        rpc.register("applications.list", applications_list(self.engine))
+        rpc.register("applications.status", applications_status(self.engine))
         consumer.add_handler("up/rpc", rpc.handle)
         self.issuer.attach(consumer)
         return consumer
@@ -146,6 +149,7 @@ class ServerRuntime:
             site_name=self.config.site_name,
             extra={
                 "ack_timeout_s": self.config.dispatch.ack_timeout_s,
+                "notifications": self.notifications,  # SMS codes of online applications
                 "verify_keys": {
                     kid: load_verify_key(path, kid)
                     for kid, path in self.config.signing.verify_keys.items()
