@@ -68,7 +68,7 @@ def bench_print(runs: int, as_json: bool) -> None:
     type=click.IntRange(min=1),
     default=30,
     show_default=True,
-    help="Kiosk visits to time (after 1 warm-up).",
+    help="Kiosk visits to time per measurement (after 1 warm-up).",
 )
 @click.option("--baudrate", default=115200, show_default=True, help="Simulated reader line rate.")
 @click.option("--seed", default=20261123, show_default=True, help="Seed of card placement times.")
@@ -76,8 +76,11 @@ def bench_print(runs: int, as_json: bool) -> None:
 def bench_kiosk(runs: int, baudrate: int, seed: int, as_json: bool) -> None:
     """Card placed -> certificate handed to CUPS + receipt sent (simulated hardware, real cupsd).
 
-    Measured twice: reading right after the card is placed, and through the polling IdCardWatcher
-    with cards placed at random moments of its cycle. Needs root (it starts a private cupsd and
+    Measured three ways: reading right after the card is placed; through the polling IdCardWatcher
+    with cards placed at random moments of its cycle; and through the KioskSession controller
+    (same watcher and placements), a resident with zero think time touching 打印证明, the residence
+    template and 确认打印 the instant each screen appears: card -> identity on screen, card ->
+    printed screen, and the preview render on the way. Needs root (it starts a private cupsd and
     installs the linli-sim CUPS backend).
     """
     from linli.bench import kiosk as kiosk_bench

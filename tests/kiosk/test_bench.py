@@ -1,4 +1,5 @@
-"""`linli bench kiosk`: the whole simulated kiosk path, reporting the figures issue 3 asks for."""
+"""`linli bench kiosk`: the whole simulated kiosk path, reporting the figures issues 3 and 7 ask
+for."""
 
 from __future__ import annotations
 
@@ -26,6 +27,19 @@ def test_bench_kiosk_reports_visit_times_beside_the_wire_time() -> None:
     polled = figures["kiosk_visit_polled"]
     assert polled["n"] == 3 and polled["reference"] == wire
     assert polled["p50"] >= wire  # the watcher's read is in it too
+    # Issue 7: the same path through the session controller (a resident with zero think time).
+    on_screen = figures["kiosk_identity_on_screen"]
+    printed = figures["kiosk_certificate_printed"]
+    assert on_screen["n"] == printed["n"] == figures["kiosk_preview"]["n"] == 3
+    assert figures["kiosk_print"]["n"] == 3
+    assert on_screen["unit"] == printed["unit"] == "s"
+    assert on_screen["reference"] == wire and on_screen["p50"] >= wire
+    assert printed["budget_p95"] == 0.5
+    assert printed["within_budget"] == (printed["p95"] <= 0.5)
+    # Each visit's printed screen comes after its menu, its preview and its print.
+    assert printed["p50"] > on_screen["p50"]
+    assert printed["p50"] > figures["kiosk_preview"]["p50"] > 0
+    assert printed["p50"] > figures["kiosk_print"]["p50"] > 0
 
 
 def test_bench_kiosk_rejects_zero_runs() -> None:
