@@ -7,6 +7,7 @@ serial device is ``backend = "serial"`` whether its port is a real UART or a sim
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,6 +49,9 @@ class IdCardSection(_Section):
     poll_interval_ms: Annotated[int, Field(ge=300, le=10_000)] = 300
     retries: Annotated[int, Field(ge=0, le=5)] = 2
     read_fingerprint: bool = False
+    # Most readers stop finding a card once it was read, so "lifted" cannot be seen; set this only
+    # for a reader that keeps finding it (then lifting the card ends the kiosk session).
+    report_lift: bool = False
 
 
 class PcscSection(_Section):
@@ -83,6 +87,9 @@ class A4PrinterSection(_Section):
 
     backend: Literal["cups", "none"] = "cups"
     queue: Annotated[str, Field(min_length=1, max_length=127, pattern=r"^[^/#\s]+$")] = "linli-a4"
+    # The cupsd to talk to (a socket path or host:port); empty: the system's (CUPS_SERVER or
+    # /run/cups/cups.sock).
+    server: Annotated[str, Field(max_length=255)] = ""
     # Cheap printers do not report paper-out; a job not done in this time is reported as stuck.
     job_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     poll_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.5
@@ -248,6 +255,50 @@ class LockerSection(_Section):
         return value
 
 
+class KioskSection(_Section):
+    """Kiosk behaviour (docs/kiosk.md): session timeouts, community, subsidy rules, the screen."""
+
+    # The area id of this kiosk's community: its notices are shown (with those for every
+    # community). Empty: every community's notices.
+    community_id: Annotated[str, Field(max_length=64)] = ""
+    # No touch for this long ends a session (personal data wiped); a countdown shows the last 15 s.
+    idle_timeout_s: Annotated[float, Field(ge=10, le=600)] = 60.0
+    # "Printed" and "card refused" screens go back to the start sooner.
+    result_timeout_s: Annotated[float, Field(ge=5, le=120)] = 20.0
+    # Elderly-subsidy certification (高龄补贴认证): from this age, certify each year by the
+    # deadline ("MM-DD"; empty: no deadline shown).
+    subsidy_min_age: Annotated[int, Field(ge=60, le=120)] = 80
+    subsidy_deadline: Annotated[
+        str, Field(pattern=r"^$|^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+    ] = ""
+    # How long an online question (a resident from elsewhere, online applications) may take.
+    online_timeout_s: Annotated[float, Field(gt=0, le=30)] = 4.0
+    # The Kivy screen: full screen on the kiosk; a window of this size otherwise.
+    fullscreen: bool = True
+    width: Annotated[int, Field(ge=640, le=3840)] = 1280
+    height: Annotated[int, Field(ge=480, le=2160)] = 800
+    # Start in the elderly mode (larger text, fewer choices per screen); residents can toggle it.
+    elderly_mode: bool = False
+
+    @field_validator("subsidy_deadline")
+    @classmethod
+    def _a_day_of_every_year(cls, value: str) -> str:
+        if value:
+            month, day = value.split("-")
+            try:
+                dt.date(2001, int(month), int(day))  # not a leap year: no 02-29
+            except ValueError:
+                raise ValueError("must be a day every year has (MM-DD, not 02-29)") from None
+        return value
+
+    def subsidy_deadline_md(self) -> tuple[int, int] | None:
+        """``subsidy_deadline`` as (month, day), or None."""
+        if not self.subsidy_deadline:
+            return None
+        month, day = self.subsidy_deadline.split("-")
+        return int(month), int(day)
+
+
 class DeviceConfig(_Section):
     device: DeviceSection
     idcard: IdCardSection = IdCardSection()
@@ -259,6 +310,7 @@ class DeviceConfig(_Section):
     sync: SyncSection = SyncSection()
     locks: LocksSection = LocksSection()
     locker: LockerSection = LockerSection()
+    kiosk: KioskSection = KioskSection()
 
 
 def _describe(error: Any) -> str:

@@ -9,7 +9,9 @@ is stored on the kiosk: a record found online lives in the session and is wiped 
 The server methods (docs/kiosk-session.md, "Server methods"): ``residents.lookup``
 ``{"id_number"}`` -> a ``residents`` item ``{"id_number", "household"}`` or error ``not-found``;
 ``applications.list`` ``{"id_number"}`` -> ``{"applications": [{"id", "title", "status",
-"submitted_at", "template", "data"}]}``.
+"submitted_at", "template", "data"}]}``; ``applications.status`` ``{"number"}`` -> ``{"number",
+"title", "status", "updated_at"}`` (no personal data: anyone at the kiosk may ask) or
+``not-found``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RESIDENTS_LOOKUP = "residents.lookup"
 APPLICATIONS_LIST = "applications.list"
+APPLICATIONS_STATUS = "applications.status"
 DEFAULT_TIMEOUT_S = 4.0
 
 
@@ -160,6 +163,23 @@ class _Applications(_Strict):
     applications: list[_Application]
 
 
+class _Progress(_Strict):
+    number: Annotated[str, Field(min_length=1, max_length=16)]
+    title: Annotated[str, Field(min_length=1, max_length=64)]
+    status: Annotated[str, Field(min_length=1, max_length=120)]
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far an application or a locker case got (``applications.status``); not personal."""
+
+    number: str
+    title: str
+    status: str
+    updated_at: float | None
+
+
 @dataclass(frozen=True, repr=False)
 class Application:
     """One application the resident submitted online. ``template`` names the kiosk template that
@@ -209,3 +229,24 @@ class OnlineApplications:
         found.sort(key=lambda a: -(a.submitted_at or 0.0))
         log.info("%d online applications for %s", len(found), identity.masked())
         return found
+
+    def progress(self, number: str) -> Progress | None:
+        """The progress of application or case ``number``; None when the server knows no such
+        number. Raises an :class:`OnlineError`."""
+        try:
+            result = _ask(
+                self._rpc, self._online, APPLICATIONS_STATUS, {"number": number}, self.timeout_s
+            )
+        except RpcRemoteError as err:
+            if err.code == "not-found":
+                return None
+            raise OnlineError(f"{APPLICATIONS_STATUS} answered {err.code}") from err
+        try:
+            answer = _Progress.model_validate(result)
+        except ValidationError as err:
+            raise BadAnswerError(
+                f"{APPLICATIONS_STATUS}: {err.error_count()} schema errors"
+            ) from err
+        if answer.number != number:
+            raise BadAnswerError(f"{APPLICATIONS_STATUS} answered for another number")
+        return Progress(answer.number, answer.title, answer.status, answer.updated_at)

@@ -66,6 +66,25 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A text field the resident fills in with the on-screen keyboard.
+
+    The UI shows a keyboard of ``keys`` and sends ``touch(submit.id, text=typed)``; the
+    controller checks the text itself (a screen allows any text of at most ``max_length``
+    characters, so a wrong one gets a clear error instead of an ignored touch).
+    """
+
+    label: str
+    hint: str
+    keys: str
+    """The characters the keyboard offers, in order."""
+    max_length: int
+    submit: Action
+    error: str = ""
+    """Why the last text was not accepted (shown under the field)."""
+
+
+@dataclass(frozen=True)
 class Screen:
     """Everything the UI draws for one screen. ``repr`` never shows the texts (personal data)."""
 
@@ -79,6 +98,8 @@ class Screen:
     """A PNG to show (the certificate preview)."""
     busy: bool = False
     """Work is running (show a spinner); only the actions listed are accepted meanwhile."""
+    entry: Entry | None = None
+    """A field to type into (the UI shows the on-screen keyboard)."""
 
     def offered(self) -> tuple[Action, ...]:
         """Every action the resident can touch here: the buttons and the list lines."""
@@ -87,6 +108,9 @@ class Screen:
     def allows(self, action: str, args: Mapping[str, str]) -> bool:
         """Whether ``touch(action, **args)`` is one of this screen's actions (a stale or forged
         touch is not)."""
+        entry = self.entry
+        if entry is not None and action == entry.submit.id and set(args) == {"text"}:
+            return len(args["text"]) <= entry.max_length
         return any(a.matches(action, args) for a in self.offered())
 
     def text(self) -> str:
@@ -95,6 +119,8 @@ class Screen:
         for item in self.items:
             parts += [item.title, item.text]
         parts += [a.label for a in self.actions]
+        if self.entry is not None:
+            parts += [self.entry.label, self.entry.hint, self.entry.error, self.entry.submit.label]
         return "\n".join(p for p in parts if p)
 
     def __repr__(self) -> str:
@@ -111,6 +137,7 @@ NOTICES = action("notices", "社区公告")
 CERTIFICATE = action("certificate", "打印证明")
 STATUS = action("status", "查询办理状态")
 APPLICATIONS = action("applications", "打印网上申请")
+PROGRESS = action("progress", "查询办理进度")
 CONFIRM = action("confirm", "确认打印")
 BACK = action("back", "返回")
 
@@ -123,8 +150,8 @@ def idle() -> Screen:
         "idle",
         State.IDLE,
         "欢迎使用社区事务一体机",
-        "请将居民身份证平放在读卡区。\n不放身份证也可以查看办事指南和社区公告。",
-        actions=(GUIDE, NOTICES),
+        "请将居民身份证平放在读卡区。\n不放身份证也可以查看办事指南、社区公告，或凭编号查询办理进度。",
+        actions=(GUIDE, NOTICES, PROGRESS),
     )
 
 
@@ -196,7 +223,7 @@ def menu(greeting: str, *, online_record: bool) -> Screen:
         State.IDENTIFIED,
         f"{greeting}，您好",
         body,
-        actions=(CERTIFICATE, STATUS, APPLICATIONS, GUIDE, NOTICES, END),
+        actions=(CERTIFICATE, STATUS, APPLICATIONS, PROGRESS, GUIDE, NOTICES, END),
     )
 
 
@@ -338,3 +365,39 @@ def listing(
 
 def detail(id: str, state: State, title: str, body: str, back: Action) -> Screen:
     return Screen(id, state, title, body, actions=_with_end(back))
+
+
+# -- progress of an application or a locker case, by its number (no card needed) ---
+PROGRESS_KEYS = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+"""Application numbers (A...) and locker case numbers (C...) use digits 2-9 and letters without
+I and O, so nothing on the keyboard can be mistaken for another key."""
+PROGRESS_LENGTH = 10
+
+
+def progress_query(back: Action, error: str = "") -> Screen:
+    return Screen(
+        "progress_query",
+        State.SERVICE,
+        "查询办理进度",
+        "请输入网上申请编号（A开头）或云柜办件号（C开头），共10位，见短信或回执。",
+        actions=_with_end(back),
+        entry=Entry(
+            "编号",
+            "例如 A7K2M9Q4TX",
+            PROGRESS_KEYS,
+            PROGRESS_LENGTH,
+            action("progress_submit", "查询"),
+            error,
+        ),
+    )
+
+
+def progress_result(number: str, title: str, status: str, updated: str, back: Action) -> Screen:
+    when = f"\n更新时间：{updated}" if updated else ""
+    return Screen(
+        "progress_result",
+        State.SERVICE,
+        title,
+        f"编号：{number}\n办理进度：{status}{when}",
+        actions=(action("progress", "查询其他编号"), *_with_end(back)),
+    )

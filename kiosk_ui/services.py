@@ -167,12 +167,15 @@ class SubsidyStatus:
     The record's ``subsidy_year`` is the last year the resident was certified: an int, or None
     (never). A record without the key (records published before the server added it) is not
     guessed at: the screen says the kiosk has no certification data. ``deadline`` is this
-    year's date to certify by, shown to those not yet certified.
+    year's date to certify by, shown to those not yet certified: a date, or a (month, day)
+    that recurs every year (``[kiosk] subsidy_deadline``).
     """
 
     TITLE = "高龄补贴认证"
 
-    def __init__(self, *, min_age: int = 80, deadline: dt.date | None = None) -> None:
+    def __init__(
+        self, *, min_age: int = 80, deadline: dt.date | tuple[int, int] | None = None
+    ) -> None:
         self.min_age = min_age
         self.deadline = deadline
 
@@ -186,7 +189,10 @@ class SubsidyStatus:
         year = household["subsidy_year"]
         if isinstance(year, int) and year >= today.year:
             return StatusLine(self.TITLE, f"已认证 {year}年度", True)
-        when = f"请于{chinese_date(self.deadline)}前" if self.deadline else "请尽快"
+        deadline = self.deadline
+        if isinstance(deadline, tuple):
+            deadline = dt.date(today.year, *deadline)
+        when = f"请于{chinese_date(deadline)}前" if deadline else "请尽快"
         last = f"上次认证：{year}年度。" if isinstance(year, int) else "您还没有认证记录。"
         return StatusLine(
             self.TITLE,

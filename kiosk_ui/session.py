@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from device.privacy import mask_name
 from kiosk_ui import screens as sc
 from kiosk_ui.certificates import CertificateDataError, MissingFieldError
 from kiosk_ui.certificates.fields import chinese_date
-from kiosk_ui.online import Application, OfflineError, OnlineError
+from kiosk_ui.online import Application, OfflineError, OnlineError, Progress
 from kiosk_ui.printing import AuditError, Prepared, PrinterProblem, PrintOutcome
 from kiosk_ui.screens import Action, Item, Screen, State
 from kiosk_ui.services import KioskServices, StatusLine, china_date, household_summary
@@ -155,6 +156,19 @@ class KioskSession:
         """The scanner read ``text``; False when ignored (work under way)."""
         return self._input(lambda: self._scan(text))
 
+    def keep_alive(self) -> None:
+        """The resident is still there (a touch that changes nothing: paging, typing): restart
+        the idle timeout. Nothing happens when idle."""
+        self._input(self._keep_alive)
+
+    def listen(self, on_change: Callable[[Screen], None] | None) -> None:
+        """Set the ``on_change`` callback (a UI built after the session)."""
+        self._on_change = on_change
+
+    def scan_refused(self) -> bool:
+        """The scanner refused what it read (binary, oversized): shown like an unknown code."""
+        return self._input(lambda: self._scan(""))
+
     def tick(self) -> None:
         """Call often (every 0.5 s): ends the session once the idle timeout has passed."""
         self._input(self._tick)
@@ -255,6 +269,10 @@ class KioskSession:
             log.info("kiosk session ended (%s)", reason)
         self._wipe()
         self._show(sc.idle())
+
+    def _keep_alive(self) -> None:
+        if self._screen.state is not State.IDLE and not self._screen.busy:
+            self._restart_timer()
 
     def _tick(self) -> None:
         if self._deadline is not None and self._clock.monotonic() >= self._deadline:
@@ -402,6 +420,43 @@ class KioskSession:
             Screen("status", State.SERVICE, "办理状态", items=items, actions=(sc.MENU, sc.END))
         )
 
+    def _on_progress(self) -> None:
+        self._show(sc.progress_query(self._back_to_menu()))
+
+    def _on_progress_submit(self, text: str) -> None:
+        back = self._back_to_menu()
+        number = "".join(text.split()).upper()
+        if not _PROGRESS_NUMBER.fullmatch(number):
+            error = "编号应为10位：A或C开头，后面是数字2-9和字母（没有I和O）。请核对后重新输入。"
+            self._show(sc.progress_query(back, error))
+            return
+        if not self._services.online():
+            self._show(sc.offline("查询办理进度"))
+            return
+        applications = self._services.applications
+        screen = sc.busy(State.SERVICE, "正在查询办理进度")
+        self._start_job(screen, lambda: applications.progress(number), self._progressed)
+
+    def _progressed(self, result: Progress | Exception | None) -> None:
+        back = self._back_to_menu()
+        if isinstance(result, OfflineError):
+            self._show(sc.offline("查询办理进度"))
+        elif isinstance(result, Exception):
+            if not isinstance(result, OnlineError):
+                log.error("progress query failed: %s", type(result).__name__)
+            words = result.words if isinstance(result, OnlineError) else OnlineError.words
+            self._show(sc.server_problem("查询办理进度", words))
+        elif result is None:
+            error = "没有找到这个编号的申请或办件，请核对后重新输入。"
+            self._show(sc.progress_query(back, error))
+        else:
+            updated = ""
+            if result.updated_at is not None:
+                updated = chinese_date(china_date(result.updated_at))
+            self._show(
+                sc.progress_result(result.number, result.title, result.status, updated, back)
+            )
+
     def _on_certificate(self) -> None:
         if self._household is None:
             self._show(self._menu())
@@ -544,6 +599,9 @@ class KioskSession:
             screen = sc.detail("certificate_check", State.SERVICE, title, body, back)
         self._show(screen)
         return True
+
+
+_PROGRESS_NUMBER = re.compile(r"[AC][2-9A-HJ-NP-Z]{9}")
 
 
 def _refusal(err: BaseException) -> Screen:

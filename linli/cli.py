@@ -14,6 +14,7 @@ from linli.commands import (
     bench,
     certificate,
     idcard,
+    kiosk,
     locker,
     pcsc,
     provision,
@@ -51,6 +52,7 @@ cli.add_command(server.server)
 cli.add_command(records.records)
 cli.add_command(sync.sync)
 cli.add_command(locker.locker)
+cli.add_command(kiosk.kiosk)
 
 
 def main() -> None:

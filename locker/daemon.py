@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from device.atrest import DeviceKey
 from device.clock import SYSTEM_CLOCK, Clock
@@ -21,7 +20,8 @@ from device.config import DeviceConfig
 from device.errors import ConfigError, LinliError
 from device.locks import LockController
 from device.locks.factory import open_locks
-from device.scanner import ScanEvent, ScanRejectedError
+from device.scanner import ScanRejectedError
+from device.scanner.factory import Scanner, open_scanner, read_scans
 from device.store import Store, open_store
 from device.sync.daemon import STORE_FILE, SyncDaemon, load_server_keys
 from locker.commands import LockerCommands
@@ -30,16 +30,6 @@ from locker.controller import Indicator, Locker
 log = logging.getLogger(__name__)
 
 SCAN_WAIT_S = 0.2
-
-
-class Scanner(Protocol):
-    """What the daemon needs of a QR scanner (SerialScanner and CameraScanner both are)."""
-
-    def open(self) -> object: ...
-
-    def read_event(self, timeout: float) -> ScanEvent | None: ...
-
-    def close(self) -> None: ...
 
 
 class LockerDaemon:
@@ -104,17 +94,10 @@ class LockerDaemon:
             raise
 
     def _open_scanner(self) -> Scanner | None:
-        section = self.config.scanner
-        if section.backend == "serial":
-            from device.scanner.serial_scanner import SerialScanner
-
-            return SerialScanner(section, self._clock, on_reject=self._rejected)
-        if section.backend == "camera":
-            from device.scanner.camera import CameraScanner
-
-            return CameraScanner(section, clock=self._clock, on_reject=self._rejected)
-        log.warning("scanner.backend is 'none': only server commands open compartments")
-        return None
+        scanner = open_scanner(self.config.scanner, self._clock, self._rejected)
+        if scanner is None:
+            log.warning("scanner.backend is 'none': only server commands open compartments")
+        return scanner
 
     def __enter__(self) -> LockerDaemon:
         return self
@@ -159,16 +142,7 @@ class LockerDaemon:
 
     def _read_scans(self) -> None:
         assert self.scanner is not None
-        while not self._stop.is_set():
-            try:
-                event = self.scanner.read_event(SCAN_WAIT_S)
-                if event is not None:
-                    self.locker.scan(event.text)
-            except LinliError as err:
-                if self._stop.is_set():
-                    return
-                log.error("scan not handled (%s); the scanner keeps reading", err)
-                self._stop.wait(0.5)
+        read_scans(self.scanner, self._stop, self.locker.scan, wait_s=SCAN_WAIT_S)
 
     def _sync_upkeep(self) -> None:
         assert self.sync is not None

@@ -17,7 +17,7 @@ DEB_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config swig libpcsclite-dev pcscd
   vsmartcard-vpcd libzbar0 libgl1 libglib2.0-0 cups cups-client cups-bsd libcups2-dev
   printer-driver-cups-pdf fonts-wqy-microhei fontconfig poppler-utils mosquitto mosquitto-clients
-  postgresql chromium
+  postgresql chromium xvfb xauth libgl1-mesa-dri libmtdev1
 )
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
