@@ -19,9 +19,14 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+# Kivy's own log mode puts its handlers on the root logger and lowers its level: our logging
+# setup (with the personal-data redaction filter) must stay the only one. Set before Kivy loads.
+os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
 
 from kivy.app import App
 from kivy.clock import Clock

@@ -127,7 +127,8 @@ def certificate_claims(
     today: dt.date,
     now: float | None,
 ) -> CredentialClaims:
-    """The claims of the verification QR: valid from today 00:00 CST for ``validity_days``."""
+    """The claims of the verification QR: valid from today 00:00 CST to the end of the last day
+    printed (有效期至 today + ``validity_days``), i.e. 00:00 CST of the day after it."""
     start = _day_start(today)
     # cti derived from the serial: unique as the serial is, and equal input gives equal bytes.
     cti = hashlib.sha256(serial.encode("utf-8")).digest()[:8]
@@ -136,7 +137,7 @@ def certificate_claims(
         sub=serial,
         cti=cti,
         nbf=start,
-        exp=_day_start(today + dt.timedelta(days=template.validity_days)),
+        exp=_day_start(today + dt.timedelta(days=template.validity_days + 1)),
         iat=int(now) if now is not None else start,
         iss=issuer,
         digest=digest,

@@ -195,7 +195,8 @@ def _details(conn: Connection, ctx: WebContext, claims: CredentialClaims) -> dic
         "title": titles.get(claims.template or ""),
         "issuer": claims.iss,
         "issued_on": _day(claims.nbf),
-        "valid_until": _day(claims.exp),
+        # exp is 00:00 after the last valid day (kiosk_ui/certificates/render.py)
+        "valid_until": _day(claims.exp - 1),
     }
     if claims.iss:
         point = conn.execute(

@@ -218,6 +218,13 @@ def test_the_kiosk_lists_and_asks_through_the_broker(
         kiosk.rpc.call(STATUS_METHOD, {"number": "A222222222"}, timeout_s=10)
     assert err.value.code == "not-found"
 
+    # What the kiosk's 查询办理进度 screen calls (the number as the session normalised it).
+    progress = online.progress(applied["elderly_subsidy"])
+    assert progress is not None
+    assert (progress.number, progress.title) == (applied["elderly_subsidy"], "高龄津贴申领")
+    assert progress.status == "已提交，等待社区受理" and progress.updated_at is not None
+    assert online.progress("A222222222") is None
+
     locker = make_rpc_device("dev-b")
     with pytest.raises(RpcRemoteError) as err:
         locker.rpc.call(LIST_METHOD, {"id_number": WANG}, timeout_s=10)

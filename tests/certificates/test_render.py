@@ -347,3 +347,23 @@ def test_same_input_gives_the_same_bytes(
             **{**fixed, "salt": b"\x01" * 16},
         ).qr_text
     )
+
+
+def test_qr_is_valid_through_the_last_day_printed(
+    household: dict[str, Any], signing_key: SigningKey, config: CertificateSection
+) -> None:
+    """The paper says 有效期至 X; the QR must verify all of day X (China time) and not after."""
+    import datetime as dt
+
+    from device.credential import ExpiredCredentialError, verify_certificate
+    from kiosk_ui.certificates.fields import chinese_date
+    from kiosk_ui.certificates.render import CHINA_TZ
+
+    rendered = render("residence", sample_card(0), household, signing_key, config, now=NOON)
+    last = TODAY + dt.timedelta(days=rendered.template.validity_days)
+    assert f"有效期至：{chinese_date(last)}" in pdf_text(rendered.pdf).replace(" ", "")
+    keys = {signing_key.kid: signing_key.verify_key}
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), CHINA_TZ).timestamp()
+    verify_certificate(rendered.qr_text, keys, now=end - 60)  # 23:59 on the last day: valid
+    with pytest.raises(ExpiredCredentialError):
+        verify_certificate(rendered.qr_text, keys, now=end + 1)

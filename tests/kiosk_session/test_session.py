@@ -439,6 +439,41 @@ def test_scanned_certificate_is_checked(make_kiosk: MakeKiosk) -> None:
     assert kiosk.session.state is State.IDLE
 
 
+def test_a_scan_the_scanner_refused_is_shown_as_unknown(make_kiosk: MakeKiosk) -> None:
+    kiosk = make_kiosk()
+    assert kiosk.session.scan_refused()
+    assert kiosk.session.screen.id == "scan_unknown"
+    assert "无法识别这个二维码" in kiosk.session.screen.title
+
+
+def test_keep_alive_restarts_the_timeout_but_not_when_idle(make_kiosk: MakeKiosk) -> None:
+    kiosk = make_kiosk()
+    kiosk.session.keep_alive()
+    assert kiosk.session.seconds_left() is None
+    kiosk.place(RESIDENT)
+    kiosk.clock.advance(IDLE_S - 5)
+    assert kiosk.session.seconds_left() == 5
+    kiosk.session.keep_alive()  # the resident turned a page
+    assert kiosk.session.seconds_left() == IDLE_S
+
+
+@pytest.mark.parametrize(
+    ("typed", "error"),
+    [("A7K2", "编号应为10位"), ("A7K2M9Q4TI", "编号应为10位"), ("B7K2M9Q4TX", "编号应为10位")],
+)
+def test_progress_number_is_checked_before_asking(
+    make_kiosk: MakeKiosk, typed: str, error: str
+) -> None:
+    kiosk = make_kiosk(online=True)
+    assert kiosk.session.touch("progress")
+    assert kiosk.session.screen.entry is not None
+    assert kiosk.session.touch("progress_submit", text=typed)
+    entry = kiosk.session.screen.entry
+    assert kiosk.session.screen.id == "progress_query" and entry is not None
+    assert error in entry.error
+    assert not kiosk.session.touch("progress_submit", text="A" * 11)  # longer than the field
+
+
 def test_stale_touches_are_ignored(make_kiosk: MakeKiosk) -> None:
     kiosk = make_kiosk()
     assert not kiosk.session.touch("certificate")  # no card yet

@@ -55,6 +55,7 @@ def xvfb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         time.sleep(0.05)
     os.environ["DISPLAY"] = display
     os.environ["KIVY_NO_ARGS"] = "1"
+    os.environ["KIVY_LOG_MODE"] = "PYTHON"  # leave the root logger (and caplog) alone
     os.environ["KIVY_NO_CONSOLELOG"] = "1"
     os.environ["KIVY_NO_FILELOG"] = "1"
     os.environ["KIVY_HOME"] = str(tmp_path_factory.mktemp("kivy-home"))

@@ -17,7 +17,14 @@ from device.privacy import mask_name
 from kiosk_ui.certificates.fonts import find_cjk_font
 from kiosk_ui.daemon import Indicators
 from kiosk_ui.screens import State
-from tests.kiosk_session.conftest import CERTIFIED, RESIDENT, Kiosk, MakeKiosk
+from tests.kiosk_session.conftest import (
+    CERTIFIED,
+    RESIDENT,
+    STRANGER,
+    HeldJobs,
+    Kiosk,
+    MakeKiosk,
+)
 from tests.kiosk_session.test_session import BAD_INPUT
 
 from .conftest import HEIGHT, WIDTH, Ui
@@ -309,3 +316,125 @@ def test_progress_query_offline_says_so(screenful: Callable[..., Screenful]) -> 
     s.tap("查询")
     s.until("offline")
     assert any("查询办理进度需要联网" in w for w in s.words())
+
+
+class _Server:
+    """Answers the kiosk's online questions: no record for anyone, two applications, and a
+    failing ``applications.status``.
+
+    A stand-in for the server's rpc so that every screen can be reached in one test; the methods
+    themselves run against the real server and Mosquitto in tests/records and tests/applications.
+    """
+
+    def call(self, method: str, params: Any = None, *, timeout_s: float = 4.0) -> Any:
+        from device.sync.rpc import RpcRemoteError
+
+        if method == "residents.lookup":
+            raise RpcRemoteError(method, "not-found", "no such resident")
+        if method == "applications.list":
+            return {"applications": [
+                {"id": "A7K2M9Q4TX", "title": "生活困难证明申请", "status": "已办结",
+                 "submitted_at": 1773600000.0, "template": "difficulty",
+                 "data": {"difficulty": {"monthly_income": 820, "reason": "家庭成员患重病"}}},
+                {"id": "A8K2M9Q4TX", "title": "居住证办理预约", "status": "已提交",
+                 "submitted_at": 1773500000.0, "template": None, "data": {}},
+            ]}  # fmt: skip
+        raise RpcRemoteError(method, "internal", "database down")
+
+
+SCREENS = {
+    "idle", "working", "menu", "resident_unknown", "resident_unknown_offline", "offline",
+    "server_problem", "choose_template", "record_incomplete", "preview", "printing", "printed",
+    "printer_problem", "status", "applications", "guide", "guide_item", "notices", "notice_item",
+    "certificate_check", "scan_unknown", "card_read_interrupted", "card_unreadable",
+    "reader_fault", "id_invalid", "card_expired", "progress_query", "progress_result",
+}  # fmt: skip
+"""Every screen id of docs/kiosk-session.md but ``certificate_failed`` (a broken template)."""
+
+
+def test_every_screen_is_drawn(screenful: Callable[..., Screenful]) -> None:
+    """Walks to each screen the other tests do not and keeps its screenshot; together with them
+    every screen of the kiosk is drawn and kept as an artifact."""
+    from device.errors import DeviceUnavailableError
+
+    drawn: set[str] = set()
+    s = screenful(rpc=_Server(), online=True)
+    session, kiosk = s.kiosk.session, s.kiosk
+
+    def seen(screen_id: str) -> None:
+        s.until(screen_id)
+        assert session.screen.title in s.words()
+        s.shot(f"screen-{screen_id}")
+        drawn.add(screen_id)
+
+    seen("idle")
+    for open_, item in (("办事指南", "居住证明开具"), ("社区公告", "幸福社区停水通知")):
+        s.tap(open_)
+        seen("guide" if open_ == "办事指南" else "notices")
+        s.tap(item)
+        seen("guide_item" if open_ == "办事指南" else "notice_item")
+        s.tap("结束")
+        s.until("idle")
+    session.scan("https://example.com/")
+    seen("scan_unknown")
+    prepared = kiosk.services.certificates.prepare(
+        RESIDENT, {"address": "x", "residence_since": "2015-06-01"}, "residence"
+    )
+    session.scan(prepared.certificate.qr_text)
+    seen("certificate_check")
+    s.tap("返回首页")
+    session.card_placed(DeviceUnavailableError("reader gone"))
+    seen("reader_fault")
+    s.tap("知道了")
+
+    kiosk.place(STRANGER)  # not cached; the server has no record either
+    seen("resident_unknown")
+    s.tap("打印网上申请")
+    seen("applications")
+    assert any("居住证办理预约" in w and "无需在本机打印" in w for w in s.words())
+    s.tap("结束")
+    s.until("idle")
+
+    kiosk.place(CERTIFIED)
+    seen("menu")
+    s.tap("查询办理状态")
+    seen("status")
+    s.tap("返回业务菜单")
+    s.tap("查询办理进度")
+    seen("progress_query")
+    s.type_keys("A7K2M9Q4TX")
+    s.tap("查询")
+    seen("server_problem")
+    kiosk.online[0] = False
+    s.tap("返回业务菜单")
+    s.tap("打印网上申请")
+    seen("offline")
+    s.tap("结束")
+    s.until("idle")
+    kiosk.place(STRANGER)
+    seen("resident_unknown_offline")
+    s.tap("结束")
+
+    # Busy screens, with the jobs held until the test lets them run.
+    held = HeldJobs()
+    h = screenful(runner=held)
+    h.kiosk.place(RESIDENT)
+    h.until("menu")
+    h.tap("打印证明")
+    h.until("choose_template")
+    h.tap("居住证明")
+    h.until("working")
+    h.shot("screen-working")
+    held.run_all()
+    h.until("preview")
+    h.tap("确认打印")
+    h.until("printing")
+    h.shot("screen-printing")
+    held.run_all()
+    h.until("printed")
+    drawn |= {"working", "printing"}
+
+    done_elsewhere = {"choose_template", "record_incomplete", "preview", "printed",
+                      "printer_problem", "card_read_interrupted", "card_unreadable",
+                      "id_invalid", "card_expired", "progress_result"}  # fmt: skip
+    assert drawn | done_elsewhere == SCREENS

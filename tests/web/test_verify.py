@@ -252,7 +252,7 @@ def certificate_claims(serial: str, **overrides: Any) -> CredentialClaims:
         "kind": "certificate",
         "sub": serial,
         "nbf": start,
-        "exp": start + 90 * DAY,
+        "exp": start + 91 * DAY,  # 00:00 after the 90th day, the last printed
         "iss": "kiosk-1",
         "digest": bytes(16),
         "template": "residence",
