@@ -314,10 +314,8 @@ class KioskSession:
 
     def _looked_up(self, result: Mapping[str, Any] | Exception | None) -> None:
         if isinstance(result, Exception):
-            if not isinstance(result, OnlineError):
-                log.error("online resident lookup failed: %s", type(result).__name__)
-            words = result.words if isinstance(result, OnlineError) else OnlineError.words
-            self._lookup, self._offline_reason = "offline", words
+            self._lookup = "offline"
+            self._offline_reason = _online_words(result, "online resident lookup")
         elif result is None:
             self._lookup = "not_found"
         else:
@@ -439,13 +437,8 @@ class KioskSession:
 
     def _progressed(self, result: Progress | Exception | None) -> None:
         back = self._back_to_menu()
-        if isinstance(result, OfflineError):
-            self._show(sc.offline("查询办理进度"))
-        elif isinstance(result, Exception):
-            if not isinstance(result, OnlineError):
-                log.error("progress query failed: %s", type(result).__name__)
-            words = result.words if isinstance(result, OnlineError) else OnlineError.words
-            self._show(sc.server_problem("查询办理进度", words))
+        if isinstance(result, Exception):
+            self._show(_online_failure(result, "查询办理进度", "查询办理进度"))
         elif result is None:
             error = "没有找到这个编号的申请或办件，请核对后重新输入。"
             self._show(sc.progress_query(back, error))
@@ -481,12 +474,8 @@ class KioskSession:
         self._start_job(screen, lambda: applications.list_for(identity), self._listed)
 
     def _listed(self, result: list[Application] | Exception) -> None:
-        if isinstance(result, OfflineError):
-            self._show(sc.offline("打印和查询网上申请"))
-            return
         if isinstance(result, Exception):
-            words = result.words if isinstance(result, OnlineError) else OnlineError.words
-            self._show(sc.server_problem("查询网上申请", words))
+            self._show(_online_failure(result, "打印和查询网上申请", "查询网上申请"))
             return
         self._applications = result
         self._show(self._applications_screen(result))
@@ -599,6 +588,22 @@ class KioskSession:
             screen = sc.detail("certificate_check", State.SERVICE, title, body, back)
         self._show(screen)
         return True
+
+
+def _online_words(err: Exception, what: str) -> str:
+    """What the screen says about a failed online question; a failure that is not an
+    :class:`OnlineError` is a bug, logged (type only: messages may carry data)."""
+    if isinstance(err, OnlineError):
+        return err.words
+    log.error("%s failed: %s", what, type(err).__name__)
+    return OnlineError.words
+
+
+def _online_failure(err: Exception, offline_what: str, problem_what: str) -> Screen:
+    """``offline`` when the kiosk could not ask, else ``server_problem`` in plain words."""
+    if isinstance(err, OfflineError):
+        return sc.offline(offline_what)
+    return sc.server_problem(problem_what, _online_words(err, problem_what))
 
 
 _PROGRESS_NUMBER = re.compile(r"[AC][2-9A-HJ-NP-Z]{9}")
