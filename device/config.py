@@ -299,6 +299,23 @@ class KioskSection(_Section):
         return int(month), int(day)
 
 
+class EnrollSection(_Section):
+    """First-boot enrollment (docs/provisioning.md): ``linli sync enroll`` makes the device's
+    key here, sends a CSR with the one-time token, and writes the certificate and the broker
+    password (to ``[sync] password_file``). Empty ``url``: a pre-generated bundle, no enrollment.
+    """
+
+    # The server's base URL, e.g. "https://linli.example.cn".
+    url: Annotated[str, Field(max_length=512, pattern=r"^(https?://[^\s/]+.*)?$")] = ""
+    token_file: str = "/etc/linli/keys/enroll-token"  # noqa: S105 -- a path, not a token
+    # The device's Ed25519 identity key (kiosks sign certificates with it: [certificate]).
+    key_file: str = "/etc/linli/keys/device-ed25519.pem"
+    cert_file: str = "/etc/linli/keys/device.crt"
+    # Trust for an https url: a CA file, or empty for the system's trust store.
+    ca_file: str = ""
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+
+
 class DeviceConfig(_Section):
     device: DeviceSection
     idcard: IdCardSection = IdCardSection()
@@ -311,6 +328,7 @@ class DeviceConfig(_Section):
     locks: LocksSection = LocksSection()
     locker: LockerSection = LockerSection()
     kiosk: KioskSection = KioskSection()
+    enroll: EnrollSection = EnrollSection()
 
 
 def _describe(error: Any) -> str:

@@ -220,7 +220,7 @@ def render_mosquitto_conf(files: SiteFiles, options: ListenerOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     # Created 0600 from the start (no window where a secret is world-readable), then renamed in.
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
@@ -230,7 +230,7 @@ def _write_private(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def _write_public(path: Path, text: str) -> None:
+def write_public(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.chmod(0o644)
@@ -275,7 +275,7 @@ def _new_ca(files: SiteFiles, now: dt.datetime) -> None:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(
+    write_private(
         files.ca_key,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -283,7 +283,7 @@ def _new_ca(files: SiteFiles, now: dt.datetime) -> None:
             serialization.NoEncryption(),
         ),
     )
-    _write_public(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+    write_public(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
     log.info("new site CA in %s", files.ca_cert)
 
 
@@ -305,7 +305,7 @@ def _san_entries(hosts: Iterable[str]) -> list[x509.GeneralName]:
     return entries
 
 
-def _load_ca(files: SiteFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def load_site_ca(files: SiteFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     try:
         cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
@@ -331,7 +331,7 @@ def _server_cert_covers(files: SiteFiles, wanted: list[x509.GeneralName]) -> boo
 
 
 def _new_server_cert(files: SiteFiles, sans: list[x509.GeneralName], now: dt.datetime) -> None:
-    ca_cert, ca_key = _load_ca(files)
+    ca_cert, ca_key = load_site_ca(files)
     key = ec.generate_private_key(ec.SECP256R1())
     first = next((s.value for s in sans if isinstance(s, x509.DNSName)), "localhost")
     cert = (
@@ -350,7 +350,7 @@ def _new_server_cert(files: SiteFiles, sans: list[x509.GeneralName], now: dt.dat
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(
+    write_private(
         files.server_key,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -358,7 +358,7 @@ def _new_server_cert(files: SiteFiles, sans: list[x509.GeneralName], now: dt.dat
             serialization.NoEncryption(),
         ),
     )
-    _write_public(files.server_cert, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+    write_public(files.server_cert, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
     log.info("new broker certificate in %s (%d names)", files.server_cert, len(sans))
 
 
@@ -374,7 +374,7 @@ def _hash_passwords(files: SiteFiles, new: dict[str, Credential]) -> dict[str, s
     """Hash with the real ``mosquitto_passwd -U`` (passwords never on a command line)."""
     tool = mosquitto_passwd_path()
     plain = files.root / ".passwd.new"
-    _write_private(plain, "".join(f"{c.username}:{c.password}\n" for c in new.values()).encode())
+    write_private(plain, "".join(f"{c.username}:{c.password}\n" for c in new.values()).encode())
     try:
         done = subprocess.run(  # noqa: S603 -- fixed program, our own file, no shell
             [tool, "-U", str(plain)], capture_output=True, text=True, check=False
@@ -473,13 +473,13 @@ def provision_broker(
 
     if result.created:
         existing.update(_hash_passwords(files, result.created))
-    _write_private(files.passwd, "".join(f"{u}:{h}\n" for u, h in existing.items()).encode())
+    write_private(files.passwd, "".join(f"{u}:{h}\n" for u, h in existing.items()).encode())
     accounts.update({name: cred.role for name, cred in result.created.items()})
-    _write_public(
+    write_public(
         files.accounts, json.dumps({"accounts": dict(sorted(accounts.items()))}, indent=2) + "\n"
     )
-    _write_public(files.acl, render_acl(server_user))
-    _write_public(files.conf, render_mosquitto_conf(files, listener or ListenerOptions()))
+    write_public(files.acl, render_acl(server_user))
+    write_public(files.conf, render_mosquitto_conf(files, listener or ListenerOptions()))
     result.devices = sorted(name for name, role in accounts.items() if role == "device")
     log.info(
         "site %s: %d device(s), %d new or rotated account(s)",
@@ -488,3 +488,37 @@ def provision_broker(
         len(result.created),
     )
     return result
+
+
+def remove_accounts(
+    site_dir: Path, names: Collection[str], *, listener: ListenerOptions | None = None
+) -> list[str]:
+    """Delete device accounts from the password file and account list; returns those removed.
+
+    The broker refuses them from its next reload (SIGHUP), and disconnects any of them still
+    connected at that moment (Mosquitto 2.0 re-checks connected clients on reload; tested).
+    The server account cannot be removed this way.
+    """
+    files = SiteFiles(Path(site_dir).resolve())
+    accounts = _read_accounts(files)
+    servers = [n for n in names if accounts.get(n) == "server"]
+    if servers:
+        raise BrokerProvisionError(f"{servers[0]!r} is the server's account, not a device's")
+    existing = _read_passwd(files.passwd)
+    removed = [n for n in names if n in existing or n in accounts]
+    for name in removed:
+        existing.pop(name, None)
+        accounts.pop(name, None)
+    write_private(files.passwd, "".join(f"{u}:{h}\n" for u, h in existing.items()).encode())
+    write_public(
+        files.accounts, json.dumps({"accounts": dict(sorted(accounts.items()))}, indent=2) + "\n"
+    )
+    if listener is not None:
+        write_public(files.conf, render_mosquitto_conf(files, listener))
+    log.info("site %s: %d account(s) removed", files.root, len(removed))
+    return removed
+
+
+def read_accounts(site_dir: Path) -> dict[str, str]:
+    """The site's broker accounts and their roles (``device``/``server``); no secrets."""
+    return _read_accounts(SiteFiles(Path(site_dir).resolve()))

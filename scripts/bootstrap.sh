@@ -12,12 +12,13 @@ cd "$repo"
 # (pyzbar), GL/glib (OpenCV), CUPS with the PDF queue (A4 printing and its tests), a CJK font
 # (certificates, receipts), poppler (PDF to text/PNG for checks), Mosquitto (the MQTT broker the tests
 # start with their own passwords, ACL and TLS), PostgreSQL (the server's production database; tests run a
-# private cluster), Chromium (the web pages are tested in a real headless browser driven by Playwright).
+# private cluster), Chromium (the web pages are tested in a real headless browser driven by Playwright),
+# cloud-init (its `cloud-init schema` checks the first-boot user-data provisioning writes).
 DEB_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config swig libpcsclite-dev pcscd
   vsmartcard-vpcd libzbar0 libgl1 libglib2.0-0 cups cups-client cups-bsd libcups2-dev
   printer-driver-cups-pdf fonts-wqy-microhei fontconfig poppler-utils mosquitto mosquitto-clients
-  postgresql chromium xvfb xauth libgl1-mesa-dri libmtdev1
+  postgresql chromium xvfb xauth libgl1-mesa-dri libmtdev1 cloud-init
 )
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
@@ -35,6 +36,10 @@ if ((${#missing[@]})); then
     say "missing Debian packages: ${missing[*]}; run as root or install sudo"; exit 1
   fi
   say "installing Debian packages: ${missing[*]}"
+  if [[ " ${missing[*]} " == *" cloud-init "* ]]; then
+    # Installed here only as the schema checker: it must never configure this machine at boot.
+    "${sudo[@]}" mkdir -p /etc/cloud && "${sudo[@]}" touch /etc/cloud/cloud-init.disabled
+  fi
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >&2

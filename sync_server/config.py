@@ -32,6 +32,11 @@ interval_s = 5
 ack_timeout_s = 300
 
 [notify]                                     # docs/notifications.md
+
+[enrollment]                                 # docs/provisioning.md: devices' first boot
+ca_cert = "site/enroll-ca.crt"
+ca_key = "site/enroll-ca.key"
+chain = ["site/ca.crt"]
 ```
 """
 
@@ -93,6 +98,15 @@ class DispatchSection(_Section):
     collect_remind_after_s: Annotated[float, Field(gt=0, le=60 * 86_400)] = 3 * 86_400.0
 
 
+class EnrollmentSection(_Section):
+    """The enrollment CA that certifies device keys at first boot (docs/provisioning.md)."""
+
+    ca_cert: Path
+    ca_key: Path
+    chain: list[Path] = Field(default_factory=list)
+    """Certificates above the enrollment CA (the site CA), handed to devices with theirs."""
+
+
 class ServerConfig(_Section):
     """The whole file; ``path`` is where it was read from."""
 
@@ -104,6 +118,7 @@ class ServerConfig(_Section):
     signing: SigningSection
     dispatch: DispatchSection = Field(default_factory=DispatchSection)
     notify: NotificationSettings = Field(default_factory=NotificationSettings)
+    enrollment: EnrollmentSection | None = None
 
 
 def _resolve(base: Path, raw: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +131,18 @@ def _resolve(base: Path, raw: dict[str, Any]) -> dict[str, Any]:
         for kid, value in extra_keys.items():
             if isinstance(value, str) and not Path(value).is_absolute():
                 extra_keys[kid] = str(base / value)
+    enrollment = raw.get("enrollment", {})
+    if isinstance(enrollment, dict):
+        for key in ("ca_cert", "ca_key"):
+            value = enrollment.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                enrollment[key] = str(base / value)
+        chain = enrollment.get("chain")
+        if isinstance(chain, list):
+            enrollment["chain"] = [
+                str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v
+                for v in chain
+            ]
     notify = raw.get("notify", {})
     for section, key in (
         ("sms_gateway", "api_key_file"),
@@ -149,6 +176,12 @@ def load_server_config(path: str | Path) -> ServerConfig:
         ("signing.key", config.signing.key),
         *((f"signing.verify_keys.{kid}", p) for kid, p in config.signing.verify_keys.items()),
     ]
+    if config.enrollment is not None:
+        files += [
+            ("enrollment.ca_cert", config.enrollment.ca_cert),
+            ("enrollment.ca_key", config.enrollment.ca_key),
+            *((f"enrollment.chain[{i}]", p) for i, p in enumerate(config.enrollment.chain)),
+        ]
     for what, file in files:
         if not file.is_file():
             raise ServerConfigError(f"{path}: {what}: no such file {file}")

@@ -470,3 +470,76 @@ class ApplicationCode(Base):
     expires: Mapped[float]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     used_at: Mapped[float | None]
+
+
+IDENTITY_STATES = ("pending", "enrolled", "revoked")
+"""A device identity: ``pending`` until its key is certified (bundle written, or enrollment
+redeemed), ``enrolled`` once it has a certificate, ``revoked`` when taken out of service."""
+IDENTITY_MODES = ("bundle", "enroll")
+"""``bundle``: the technician's tool made the key; ``enroll``: the device made it (CSR)."""
+
+
+class DeviceIdentity(Base):
+    """A service point's current identity (docs/provisioning.md): which key it signs with, its
+    X.509 certificate from the site's enrollment CA, and whether it is still trusted.
+
+    ``generation`` counts rotations; each one gives a new key id (``key_id``) and certificate.
+    """
+
+    __tablename__ = "device_identities"
+    __table_args__ = (
+        _check_in("state", IDENTITY_STATES, "state"),
+        _check_in("mode", IDENTITY_MODES, "mode"),
+    )
+
+    device_id: Mapped[str] = mapped_column(
+        DeviceIdColumn, ForeignKey("service_points.device_id"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    mode: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(80))
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    cert_serial: Mapped[str | None] = mapped_column(String(40))
+    cert_pem: Mapped[str | None] = mapped_column(Text)
+    cert_not_after: Mapped[float | None]
+    created: Mapped[float]
+    enrolled_at: Mapped[float | None]
+    revoked_at: Mapped[float | None]
+    revoke_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class EnrollmentToken(Base):
+    """A one-time enrollment token: only its SHA-256 is kept. ``wrapped`` is the device's broker
+    password sealed with a key derived from the token (AES-GCM), so neither the database nor
+    the bundle alone reveals it. Good until ``expires``, once (``used_at``, by the key whose
+    fingerprint is ``used_key``: the same device may retry after a lost answer)."""
+
+    __tablename__ = "enrollment_tokens"
+    __table_args__ = (Index("ix_enrollment_tokens_device", "device_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(DeviceIdColumn, ForeignKey("service_points.device_id"))
+    generation: Mapped[int] = mapped_column(Integer)
+    created: Mapped[float]
+    expires: Mapped[float]
+    used_at: Mapped[float | None]
+    used_key: Mapped[str | None] = mapped_column(String(64))
+    wrapped: Mapped[str] = mapped_column(Text)
+
+
+class DeviceKey(Base):
+    """Every public key a device has signed with, by key id: kiosks sign the verification QR of
+    the certificates they print, so a key outlives its device's rotation (``retired_at``: no
+    new signatures expected, old ones still genuine) unless it is revoked (``revoked_at``:
+    compromised, nothing signed with it is trusted any more)."""
+
+    __tablename__ = "device_keys"
+    __table_args__ = (Index("ix_device_keys_device", "device_id"),)
+
+    kid: Mapped[str] = mapped_column(String(80), primary_key=True)
+    device_id: Mapped[str] = mapped_column(DeviceIdColumn)
+    public_pem: Mapped[str] = mapped_column(Text)
+    created: Mapped[float]
+    retired_at: Mapped[float | None]
+    revoked_at: Mapped[float | None]

@@ -32,6 +32,7 @@ from sync_server.db import open_database
 from sync_server.dispatcher import Dispatcher, DispatchSettings, Notice
 from sync_server.documents import DocumentServer
 from sync_server.domain_models import Case, Service, ServicePoint, Shift, Worker, WorkerGrid
+from sync_server.enrollment import EnrollmentCA
 from sync_server.notify.service import NotificationService
 from sync_server.notify.settings import build_notifiers
 from sync_server.projection import DomainProjector
@@ -72,6 +73,11 @@ class ServerRuntime:
         self.roles = tuple(roles)
         self.engine: Engine = open_database(config.database.url)
         self.key: SigningKey = load_signing_key(config.signing.key, config.signing.kid)
+        self.enrollment_ca: EnrollmentCA | None = None
+        if config.enrollment is not None:
+            self.enrollment_ca = EnrollmentCA.load(
+                config.enrollment.ca_cert, config.enrollment.ca_key, config.enrollment.chain
+            )
         self.notifications = NotificationService(
             self.engine, build_notifiers(config.notify), retry=config.notify.retry
         )
@@ -154,6 +160,7 @@ class ServerRuntime:
                     kid: load_verify_key(path, kid)
                     for kid, path in self.config.signing.verify_keys.items()
                 },
+                "enrollment_ca": self.enrollment_ca,
             },
         )
         return create_app(context)

@@ -40,8 +40,13 @@ def run(*, config_path: Path, headless: bool, duration: float | None) -> None:
 
     config = load_config(config_path)
     font = str(find_cjk_font(config.certificate.font))  # fail now, not on the first screen
-    if not headless and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        raise click.UsageError("no display (DISPLAY is not set): use --headless or run under X")
+    kms = os.environ.get("SDL_VIDEODRIVER") == "kmsdrm"  # Kivy straight on the Pi's display
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not headless and not (kms or display):
+        raise click.UsageError(
+            "no display (no DISPLAY, SDL_VIDEODRIVER is not kmsdrm): use --headless, run under X, "
+            "or set SDL_VIDEODRIVER=kmsdrm (docs/first-boot.md)"
+        )
     daemon = KioskDaemon(config)
     link = f"sync to {config.sync.host}" if config.sync.host else "offline (no sync.host)"
     click.echo(f"linli kiosk: {config.device.id}, {link}", err=True)

@@ -107,3 +107,26 @@ def status(*, config_path: Path, as_json: bool) -> None:
         f"acked up to {report['acked_seq']}"
     )
     click.echo("documents: " + ", ".join(f"{doc} v{v}" for doc, v in documents.items()))
+
+
+@sync.command("enroll")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Device configuration (TOML); [device], [enroll] and [sync] are used.",
+)
+def enroll_cmd(*, config_path: Path) -> None:
+    """First boot: make this device's key, send a CSR with the one-time token, and write the
+    certificate and broker password. Does nothing (exit 0) when already enrolled; exits 1 with
+    the reason otherwise (docs/provisioning.md)."""
+    from device.enroll import enroll
+
+    result = enroll(load_config(config_path))
+    what = "already enrolled" if result.already else "enrolled"
+    click.echo(
+        f"linli sync: {result.device_id} {what}; key {result.key_id}, "
+        f"certificate {result.serial} in {result.cert_file}",
+        err=True,
+    )

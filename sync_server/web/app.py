@@ -84,7 +84,7 @@ def _wants_html(request: Request) -> bool:
 
 def create_app(context: WebContext) -> FastAPI:
     """The whole web app for ``context``."""
-    from sync_server.web import admin, applications, resident, verify, worker
+    from sync_server.web import admin, applications, enroll, resident, verify, worker
 
     app = FastAPI(
         title="Linli server API",
@@ -142,6 +142,7 @@ def create_app(context: WebContext) -> FastAPI:
     app.include_router(admin.pages)
     app.include_router(verify.router)
     app.include_router(applications.router)
+    app.include_router(enroll.router)
     return app
 
 

@@ -38,6 +38,7 @@ from device.credential import (
     verify_certificate,
 )
 from sync_server.domain_models import Area, CertificateRevocation, ServicePoint
+from sync_server.registry import active_device_keys
 from sync_server.web.api_errors import InvalidRequest
 from sync_server.web.app import html
 from sync_server.web.context import WebContext
@@ -222,8 +223,10 @@ def check_certificate(ctx: WebContext, text: str) -> CertificateCheck:
     """Verify one QR text (as scanned or pasted) for the page and the API."""
     if not text.strip():
         return _outcome("empty", {})
-    keys = verify_keys(ctx)
     with ctx.engine.connect() as conn:
+        # Kiosks' registered keys (docs/provisioning.md), then the configured ones and the
+        # server's own; a key revoked as compromised is not among the registered.
+        keys = {**active_device_keys(conn), **verify_keys(ctx)}
         revocations = _Revocations(conn)
         try:
             claims = verify_certificate(

@@ -21,6 +21,7 @@ generated values carry fixed placeholders that each test replaces with the real 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,10 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -42,6 +47,7 @@ from sqlalchemy import Engine, create_engine, insert
 
 from device.credential import CredentialClaims, SigningKey, generate_signing_key, issue
 from sync_server.domain_models import CertificateRevocation
+from sync_server.enrollment import EnrollmentCA
 from sync_server.web.app import create_app
 from sync_server.web.context import WebContext
 from tests.cases.conftest import NOW
@@ -196,11 +202,29 @@ def api(site: Engine, key: SigningKey) -> Iterator[Api]:
             signing_key=key,
             send_command=RecordingSender(),
             clock=lambda: NOW,
-            extra={"verify_keys": {"kiosk-1": kiosk.verify_key}},
+            extra={
+                "verify_keys": {"kiosk-1": kiosk.verify_key},
+                "enrollment_ca": enrollment_ca(),  # POST /api/enroll is fuzzed for real
+            },
         )
     )
     with served(app) as base:
         yield Api(base, real)
+
+
+def enrollment_ca() -> EnrollmentCA:
+    """A throwaway enrollment CA (EC P-256, self-signed) for the fuzzed enrollment endpoint."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test enrollment CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return EnrollmentCA(cert, key)
 
 
 @schema.parametrize()
