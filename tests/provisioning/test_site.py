@@ -117,3 +117,42 @@ def test_cli_errors_are_one_line_messages(tmp_path: Path) -> None:
 def test_every_command_has_help(command: tuple[str, ...]) -> None:
     done = linli(*command, "--help")
     assert done.returncode == 0 and "Usage:" in done.stdout and len(done.stdout) > 200
+
+
+def test_no_secret_reaches_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Add (both modes), rotate and revoke at DEBUG: no password, token or key in any record."""
+    import logging
+
+    from provisioning.devices import DeviceRequest, add_device, revoke_device, rotate_device
+    from tests.provisioning.conftest import make_site
+
+    caplog.set_level(logging.DEBUG)
+    site = make_site(tmp_path)
+    results = [
+        add_device(site, DeviceRequest("l1", "locker", "g1", "1号柜", mode="bundle")),
+        add_device(site, DeviceRequest("l2", "locker", "g1", "2号柜", mode="enroll")),
+        rotate_device(site, DeviceRequest("l1", "locker", "g1", "1号柜", mode="enroll")),
+    ]
+    revoke_device(site, "l2")
+    secrets = [f.content.decode().strip() for r in results for f in r.files if f.secret]
+    secrets.append((site.root / "server-broker-password").read_text().strip())
+    assert len(secrets) >= 4
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "l1" in text  # the records are there...
+    for secret in secrets:
+        for line in secret.splitlines():  # ...and no line of any secret is in them
+            if len(line) > 8 and "-----" not in line:
+                assert line not in text
+
+
+def test_list_prints_a_table(tmp_path: Path) -> None:
+    from provisioning.devices import DeviceRequest, add_device
+    from tests.provisioning.conftest import make_site
+
+    site = make_site(tmp_path)
+    add_device(site, DeviceRequest("kiosk-01", "kiosk", "c1", "一体机", mode="bundle"))
+    done = linli("provision", "list", "--site", str(site.root))
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()
+    assert header.split()[:3] == ["device", "kind", "state"]
+    assert row.split()[:5] == ["kiosk-01", "kiosk", "enrolled", "1", "no"]
