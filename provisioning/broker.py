@@ -25,6 +25,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device.errors import LinliError
@@ -246,17 +247,34 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _new_ca(files: SiteFiles, now: dt.datetime) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name("Linli site CA")
-    cert = (
+def private_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM: the files are 0600 in a 0700 directory (write_private)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def ca_certificate(  # one parameter per certificate field
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    signer: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name | None = None,
+    now: dt.datetime,
+    days: int,
+) -> x509.Certificate:
+    """A CA certificate that may sign end-entity certificates and CRLs only (``pathlen:0``):
+    self-signed when ``issuer`` is None, else issued by ``signer`` (the site CA)."""
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer or subject)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=_CA_DAYS))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -272,17 +290,22 @@ def _new_ca(files: SiteFiles, now: dt.datetime) -> None:
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    write_private(
-        files.ca_key,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+            critical=False,
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def _new_ca(files: SiteFiles, now: dt.datetime) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = ca_certificate(
+        _name("Linli site CA"), key.public_key(), signer=key, now=now, days=_CA_DAYS
     )
+    write_private(files.ca_key, private_pem(key))
     write_public(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
     log.info("new site CA in %s", files.ca_cert)
 
@@ -350,14 +373,7 @@ def _new_server_cert(files: SiteFiles, sans: list[x509.GeneralName], now: dt.dat
         )
         .sign(ca_key, hashes.SHA256())
     )
-    write_private(
-        files.server_key,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    write_private(files.server_key, private_pem(key))
     write_public(files.server_cert, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
     log.info("new broker certificate in %s (%d names)", files.server_cert, len(sans))
 

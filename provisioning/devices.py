@@ -35,7 +35,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from device.config import DeviceConfig, parse_config
 from device.enroll import seal_for_enrollment
 from device.errors import ConfigError
-from provisioning.broker import provision_broker, read_accounts, remove_accounts, write_public
+from provisioning.broker import (
+    private_pem,
+    provision_broker,
+    read_accounts,
+    remove_accounts,
+    write_public,
+)
 from provisioning.firstboot import (
     BundleFile,
     UsbMatch,
@@ -151,12 +157,6 @@ def _check_config(data: dict[str, Any], device_id: str) -> DeviceConfig:
         raise SiteError(f"{err} (fix --config-template)") from err
 
 
-def _pem_private(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _issue(site: Site, request: DeviceRequest, *, rotating: bool) -> AddResult:
     """The shared part of add and rotate: identity, broker password, secrets, bundle."""
     registry_now = time.time()
@@ -208,7 +208,7 @@ def _issue(site: Site, request: DeviceRequest, *, rotating: bool) -> AddResult:
             )
             registry.certify_identity(conn, request.device_id, cert, registry_now)
             secret_files += [
-                BundleFile(parsed.enroll.key_file, _pem_private(key), 0o600, secret=True),
+                BundleFile(parsed.enroll.key_file, private_pem(key), 0o600, secret=True),
                 BundleFile(
                     parsed.enroll.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644
                 ),

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import tomli_w
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,7 +34,9 @@ from provisioning.broker import (
     DEFAULT_SERVER_USER,
     ListenerOptions,
     SiteFiles,
+    ca_certificate,
     load_site_ca,
+    private_pem,
     provision_broker,
     write_private,
     write_public,
@@ -203,44 +205,15 @@ def _new_enroll_ca(site: Site, now: dt.datetime) -> None:
             x509.NameAttribute(NameOID.COMMON_NAME, "Linli enrollment CA"),
         ]
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=ENROLL_CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    cert = ca_certificate(
+        name,
+        key.public_key(),
+        signer=ca_key,
+        issuer=ca_cert.subject,
+        now=now,
+        days=ENROLL_CA_DAYS,
     )
-    write_private(
-        site.enroll_ca_key,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    write_private(site.enroll_ca_key, private_pem(key))
     write_public(site.enroll_ca_cert, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
 
 

@@ -267,9 +267,15 @@ def _device_options(fn: Any) -> Any:
     return fn
 
 
-def _hardware(
-    config_template: Path | None, usb: tuple[str, ...]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _settings(  # noqa: PLR0917  # the options _device_options adds
+    mode: str,
+    config_template: Path | None,
+    usb: tuple[str, ...],
+    ssh_keys: tuple[Path, ...],
+    hostname: str,
+    token_ttl_hours: float | None,
+) -> dict[str, Any]:
+    """The DeviceRequest fields add and rotate share, from their common options."""
     import tomllib
 
     from provisioning.firstboot import UsbMatch
@@ -291,7 +297,14 @@ def _hardware(
             matches[role] = UsbMatch.parse(spec)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--usb") from err
-    return template, matches
+    return {
+        "mode": "bundle" if mode == "bundle" else "enroll",
+        "template": template,
+        "usb": matches,
+        "ssh_keys": [p.read_text(encoding="utf-8").strip() for p in ssh_keys],
+        "hostname": hostname,
+        "token_ttl_s": token_ttl_hours * 3600 if token_ttl_hours else None,
+    }
 
 
 def _print_added(result: Any) -> None:
@@ -342,7 +355,6 @@ def device_add(  # noqa: PLR0917  # one parameter per click option
     from provisioning.broker import validate_account_name
     from provisioning.devices import DeviceRequest, add_device
 
-    template, matches = _hardware(config_template, usb)
     request = DeviceRequest(
         device_id=validate_account_name(device_id),
         kind="kiosk" if kind == "kiosk" else "locker",
@@ -351,12 +363,7 @@ def device_add(  # noqa: PLR0917  # one parameter per click option
         address=address,
         lat=lat,
         lon=lon,
-        mode="bundle" if mode == "bundle" else "enroll",
-        template=template,
-        usb=matches,
-        ssh_keys=[p.read_text(encoding="utf-8").strip() for p in ssh_keys],
-        hostname=hostname,
-        token_ttl_s=token_ttl_hours * 3600 if token_ttl_hours else None,
+        **_settings(mode, config_template, usb, ssh_keys, hostname, token_ttl_hours),
     )
     with _plainly():
         _print_added(add_device(_open(site_dir), request))
@@ -383,18 +390,12 @@ def device_rotate(  # noqa: PLR0917  # one parameter per click option
     site = _open(site_dir)
     with _plainly():
         kind, area, name = registered(site, device_id)
-    template, matches = _hardware(config_template, usb)
     request = DeviceRequest(
         device_id=device_id,
         kind=kind,
         area_id=area,
         name=name,
-        mode="bundle" if mode == "bundle" else "enroll",
-        template=template,
-        usb=matches,
-        ssh_keys=[p.read_text(encoding="utf-8").strip() for p in ssh_keys],
-        hostname=hostname,
-        token_ttl_s=token_ttl_hours * 3600 if token_ttl_hours else None,
+        **_settings(mode, config_template, usb, ssh_keys, hostname, token_ttl_hours),
     )
     with _plainly():
         _print_added(rotate_device(site, request))
