@@ -105,12 +105,18 @@ def test_deposit_collect_return_and_collect_again(site: Site, browser: Browser) 
     wait_state(site, case_id, "result_stored")
 
     # -- the resident is told and collects with the QR at the scanner -----------------------------
-    with site.engine.connect() as conn:
-        sent = {
-            row.template: row
-            for row in conn.execute(select(Notification).where(Notification.case_id == case_id))
-        }
-    assert {"case.deposited", "case.result_ready"} <= set(sent)
+    def notifications() -> dict[str, Notification]:
+        with site.engine.connect() as conn:
+            return {
+                row.template: row
+                for row in conn.execute(select(Notification).where(Notification.case_id == case_id))
+            }
+
+    # The notice is sent by the server's effects pool just after the state change: wait for it.
+    wanted = {"case.deposited", "case.result_ready"}
+    wait_for(lambda: wanted <= set(notifications()), "the result_ready notice", 10, site.locker)
+    sent = notifications()
+    assert wanted <= set(sent)
     link = sent["case.result_ready"].params["link"]
     assert link.startswith(f"{site.url}/c/{case_id}/")
     resident.goto(link)  # the SMS link works too
