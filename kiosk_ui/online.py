@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -74,42 +74,15 @@ class BadAnswerError(OnlineError, ValueError):
     words = "服务器的答复无法使用"
 
 
-def _ask(
-    rpc: RpcCaller | None,
-    online: Callable[[], bool],
-    method: str,
-    params: Mapping[str, Any],
-    timeout_s: float,
-) -> Any:
-    """``rpc.call`` with its failures translated; ``RpcRemoteError`` other than
-    ``unknown-method`` is re-raised for the caller to read its code."""
-    if rpc is None or not online():
-        raise OfflineError(f"{method}: the kiosk is offline")
-    try:
-        return rpc.call(method, params, timeout_s=timeout_s)
-    except RpcUnavailableError as err:
-        raise OfflineError(f"{method}: {err}") from err
-    except RpcTimeoutError as err:
-        raise ServerTimeoutError(f"{method}: no answer within {timeout_s} s") from err
-    except RpcRemoteError as err:
-        if err.code == "unknown-method":
-            raise NotOfferedError(f"the server has no method {method}") from err
-        raise
-    except RpcError as err:
-        raise OnlineError(f"{method} failed: {type(err).__name__}") from err
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _ResidentItem(_Strict):
-    id_number: str
-    household: dict[str, Any]
+_M = TypeVar("_M", bound=BaseModel)
 
 
-class OnlineResidents:
-    """Looks up a resident the local cache does not have (异地通办) with ``residents.lookup``."""
+class _OnlineService:
+    """One rpc link to the server, with its failures translated into :class:`OnlineError`s."""
 
     def __init__(
         self,
@@ -122,28 +95,50 @@ class OnlineResidents:
         self._online = online
         self.timeout_s = timeout_s
 
+    def _answer(
+        self, method: str, params: Mapping[str, Any], model: type[_M], *, absent_ok: bool = False
+    ) -> _M | None:
+        """``method``'s answer validated as ``model``; None for ``not-found`` when
+        ``absent_ok``. Offline, timeouts, refusals and bad answers raise an OnlineError."""
+        if self._rpc is None or not self._online():
+            raise OfflineError(f"{method}: the kiosk is offline")
+        try:
+            result = self._rpc.call(method, params, timeout_s=self.timeout_s)
+        except RpcUnavailableError as err:
+            raise OfflineError(f"{method}: {err}") from err
+        except RpcTimeoutError as err:
+            raise ServerTimeoutError(f"{method}: no answer within {self.timeout_s} s") from err
+        except RpcRemoteError as err:
+            if err.code == "unknown-method":
+                raise NotOfferedError(f"the server has no method {method}") from err
+            if err.code == "not-found" and absent_ok:
+                return None
+            raise OnlineError(f"{method} answered {err.code}") from err
+        except RpcError as err:
+            raise OnlineError(f"{method} failed: {type(err).__name__}") from err
+        try:
+            return model.model_validate(result)
+        except ValidationError as err:
+            raise BadAnswerError(f"{method}: {err.error_count()} schema errors") from err
+
+
+class _ResidentItem(_Strict):
+    id_number: str
+    household: dict[str, Any]
+
+
+class OnlineResidents(_OnlineService):
+    """Looks up a resident the local cache does not have (异地通办) with ``residents.lookup``."""
+
     def household_for(self, identity: Identity) -> Mapping[str, Any] | None:
         """The household record, or None when the server has none (``not-found``).
 
         Raises an :class:`OnlineError` when the server cannot be asked or gives no usable answer.
         """
         wanted = normalise_id_number(identity.id_number)
-        try:
-            result = _ask(
-                self._rpc,
-                self._online,
-                RESIDENTS_LOOKUP,
-                {"id_number": wanted},
-                self.timeout_s,
-            )
-        except RpcRemoteError as err:
-            if err.code == "not-found":
-                return None
-            raise OnlineError(f"{RESIDENTS_LOOKUP} answered {err.code}") from err
-        try:
-            item = _ResidentItem.model_validate(result)
-        except ValidationError as err:
-            raise BadAnswerError(f"{RESIDENTS_LOOKUP}: {err.error_count()} schema errors") from err
+        item = self._answer(RESIDENTS_LOOKUP, {"id_number": wanted}, _ResidentItem, absent_ok=True)
+        if item is None:
+            return None
         if normalise_id_number(item.id_number) != wanted:
             raise BadAnswerError(f"{RESIDENTS_LOOKUP} answered for another resident")
         log.info("resident %s found online", identity.masked())
@@ -197,31 +192,14 @@ class Application:
         return f"Application(id={self.id!r}, template={self.template!r})"
 
 
-class OnlineApplications:
+class OnlineApplications(_OnlineService):
     """The resident's online applications (``applications.list``), to see and to print."""
-
-    def __init__(
-        self,
-        rpc: RpcCaller | None,
-        online: Callable[[], bool],
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        self._rpc = rpc
-        self._online = online
-        self.timeout_s = timeout_s
 
     def list_for(self, identity: Identity) -> list[Application]:
         """The resident's applications, newest first; raises an :class:`OnlineError`."""
         params = {"id_number": normalise_id_number(identity.id_number)}
-        try:
-            result = _ask(self._rpc, self._online, APPLICATIONS_LIST, params, self.timeout_s)
-        except RpcRemoteError as err:
-            raise OnlineError(f"{APPLICATIONS_LIST} answered {err.code}") from err
-        try:
-            answer = _Applications.model_validate(result)
-        except ValidationError as err:
-            raise BadAnswerError(f"{APPLICATIONS_LIST}: {err.error_count()} schema errors") from err
+        answer = self._answer(APPLICATIONS_LIST, params, _Applications)
+        assert answer is not None  # absent_ok is False: not-found raised
         found = [
             Application(a.id, a.title, a.status, a.submitted_at, a.template, a.data)
             for a in answer.applications
@@ -233,20 +211,9 @@ class OnlineApplications:
     def progress(self, number: str) -> Progress | None:
         """The progress of application or case ``number``; None when the server knows no such
         number. Raises an :class:`OnlineError`."""
-        try:
-            result = _ask(
-                self._rpc, self._online, APPLICATIONS_STATUS, {"number": number}, self.timeout_s
-            )
-        except RpcRemoteError as err:
-            if err.code == "not-found":
-                return None
-            raise OnlineError(f"{APPLICATIONS_STATUS} answered {err.code}") from err
-        try:
-            answer = _Progress.model_validate(result)
-        except ValidationError as err:
-            raise BadAnswerError(
-                f"{APPLICATIONS_STATUS}: {err.error_count()} schema errors"
-            ) from err
+        answer = self._answer(APPLICATIONS_STATUS, {"number": number}, _Progress, absent_ok=True)
+        if answer is None:
+            return None
         if answer.number != number:
             raise BadAnswerError(f"{APPLICATIONS_STATUS} answered for another number")
         return Progress(answer.number, answer.title, answer.status, answer.updated_at)
