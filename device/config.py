@@ -279,6 +279,10 @@ class KioskSection(_Section):
     height: Annotated[int, Field(ge=480, le=2160)] = 800
     # Start in the elderly mode (larger text, fewer choices per screen); residents can toggle it.
     elderly_mode: bool = False
+    # A local control socket (mode 0600: root only) where `linli kiosk touch` / `linli kiosk
+    # screen` and the virtual site press the screen's buttons and read which screen is shown
+    # (docs/kiosk-ui.md). Empty: off; an absolute path, e.g. "/run/linli/kiosk.sock": listen there.
+    control_socket: str = ""
 
     @field_validator("subsidy_deadline")
     @classmethod
@@ -289,6 +293,15 @@ class KioskSection(_Section):
                 dt.date(2001, int(month), int(day))  # not a leap year: no 02-29
             except ValueError:
                 raise ValueError("must be a day every year has (MM-DD, not 02-29)") from None
+        return value
+
+    @field_validator("control_socket")
+    @classmethod
+    def _an_absolute_socket_path(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError('must be an absolute path (or "" for no control socket)')
+        if len(value.encode()) > 107:  # sun_path: 108 bytes with the NUL
+            raise ValueError("must be at most 107 bytes (a Unix socket path)")
         return value
 
     def subsidy_deadline_md(self) -> tuple[int, int] | None:

@@ -30,6 +30,7 @@ from device.scanner.factory import Scanner, open_scanner, read_scans
 from device.store import ResidentCache, Store, open_store
 from device.sync.daemon import STORE_FILE, SyncDaemon
 from kiosk_ui.certificates import load_templates
+from kiosk_ui.control import ControlServer
 from kiosk_ui.issuing import CertificateDesk
 from kiosk_ui.online import OnlineApplications, OnlineResidents
 from kiosk_ui.printing import CertificateService
@@ -92,6 +93,7 @@ class KioskDaemon:
         self.watcher: IdCardWatcher | None = None
         self.a4: A4Printer | None = None
         self.receipts: ReceiptPrinter | None = None
+        self.control: ControlServer | None = None
         try:
             signing = signing_key or self._signing_key()
             a4 = config.a4printer
@@ -187,7 +189,12 @@ class KioskDaemon:
 
     def start(self) -> None:
         """Start the reader, scanner and sync threads; the caller ticks the session (the Kivy
-        app from its clock, :meth:`run` from its loop)."""
+        app from its clock, :meth:`run` from its loop). The control socket (``[kiosk]
+        control_socket``) comes first: a path another daemon holds fails before anything runs."""
+        if self.config.kiosk.control_socket and self.control is None:
+            control = ControlServer(self.config.kiosk.control_socket, self.session, self.indicators)
+            control.start()
+            self.control = control
         if self.watcher is not None:
             self.watcher.start()
         if self.sync is not None:
@@ -201,8 +208,8 @@ class KioskDaemon:
     def run(self, stop: threading.Event) -> None:
         """:meth:`start`, then tick the session every 0.5 s until ``stop``; then :meth:`stop`."""
         self._stop = stop
-        self.start()
         try:
+            self.start()
             while not stop.wait(TICK_S):
                 self.session.tick()
         finally:
@@ -228,6 +235,9 @@ class KioskDaemon:
     def stop(self) -> None:
         """End the session (wiping it), stop the threads, release everything (safe twice)."""
         self._stop.set()
+        if self.control is not None:  # no touches from outside while the session ends
+            self.control.stop()
+            self.control = None
         session = getattr(self, "session", None)
         if session is not None:
             session.close(timeout_s=10.0)

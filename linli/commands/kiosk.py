@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -74,3 +77,95 @@ def run(*, config_path: Path, headless: bool, duration: float | None) -> None:
         finally:
             daemon.stop()
     click.echo("linli kiosk: stopped", err=True)
+
+
+_SOCKET_HELP = (
+    "The kiosk daemon's control socket: its [kiosk] control_socket (root only: use sudo)."
+)
+
+
+def _control_reply(call: Callable[[], dict[str, Any]]) -> None:
+    """Print the daemon's JSON reply; exit 1 when it says ``ok`` false, 2 when the socket cannot
+    be reached (one line on stderr)."""
+    from kiosk_ui.control import ControlError
+
+    try:
+        reply = call()
+    except ControlError as err:
+        click.echo(f"error: {err}", err=True)
+        raise click.exceptions.Exit(2) from None
+    click.echo(json.dumps(reply, ensure_ascii=False))
+    if reply.get("ok") is not True:
+        raise click.exceptions.Exit(1)
+
+
+@kiosk.command("touch")
+@click.option(
+    "--socket",
+    "socket_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=_SOCKET_HELP,
+)
+@click.option(
+    "--arg",
+    "args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An argument of the action, e.g. --arg name=residence for the template action "
+    "(repeat for more).",
+)
+@click.argument("action")
+def touch(*, socket_path: Path, args: tuple[str, ...], action: str) -> None:
+    """Press the button ACTION (an action id: certificate, template, confirm, end...) on the
+    kiosk's current screen, as a resident would, and print the reply with the new screen (ids
+    only, no personal text). Exit 1 when the screen does not offer ACTION, 2 when the daemon
+    cannot be reached."""
+    from kiosk_ui.control import ControlClient
+
+    kwargs: dict[str, str] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{arg!r} is not KEY=VALUE", param_hint="--arg")
+        kwargs[key] = value
+    client = ControlClient(socket_path)
+    _control_reply(lambda: client.touch(action, **kwargs))
+
+
+@kiosk.command("screen")
+@click.option(
+    "--socket",
+    "socket_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=_SOCKET_HELP,
+)
+@click.option(
+    "--wait",
+    "wait_for",
+    metavar="SCREEN_ID",
+    default=None,
+    help="Wait until this screen (e.g. printed, idle, menu) is shown; exit 1 if it is not "
+    "within --timeout.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0, 600),
+    default=20.0,
+    show_default=True,
+    help="Seconds --wait waits.",
+)
+def screen(*, socket_path: Path, wait_for: str | None, timeout_s: float) -> None:
+    """Print which screen the kiosk shows (id, state, action ids, busy, revision) and the status
+    bar's online and card-reader flags, as JSON; no personal text. Exit 2 when the daemon cannot
+    be reached."""
+    from kiosk_ui.control import ControlClient
+
+    client = ControlClient(socket_path)
+    if wait_for is None:
+        _control_reply(client.screen)
+    else:
+        wanted = wait_for
+        _control_reply(lambda: client.wait(wanted, timeout_s))
