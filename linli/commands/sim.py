@@ -15,14 +15,22 @@ import click
 from device.errors import LinliError
 from device.inputs import InputEvent, InputWatch
 from hardware_sim.demo import run_visits
+from hardware_sim.escpos.server import EscposTcpPrinter
+from hardware_sim.lockboard import LockBoardBus
 from hardware_sim.printing_kiosk import PrintingKiosk
 from hardware_sim.world import World
+from linli.commands.sim_site import run, scenarios, site
 from linli.commands.watch import EventPrinter
 
 
 @click.group()
 def sim() -> None:
-    """Hardware simulator: serve emulated peripherals and run the demo."""
+    """Hardware simulator: the virtual site, scenarios, emulated peripherals, the demo."""
+
+
+sim.add_command(site)
+sim.add_command(run)
+sim.add_command(scenarios)
 
 
 def _wait(stop: threading.Event, duration: float | None) -> None:
@@ -151,19 +159,45 @@ def _start_printing(directory: Path) -> PrintingKiosk | None:
 @click.option("--interval", type=float, default=3.0, show_default=True, help="Seconds between.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--transcript", type=click.Path(path_type=Path), help="Write the byte transcripts.")
-def serve(
-    workdir: Path, auto: bool, interval: float, duration: float | None, transcript: Path | None
+@click.option("--printer-port", type=click.IntRange(0, 65535), default=9100, show_default=True,
+              help="Serve the ESC/POS receipt printer on this TCP port (0: do not).")  # fmt: skip
+@click.option("--locks", type=click.IntRange(0, 24), default=4, show_default=True,
+              help="Locks of the 8A lock board served on DIR/locks (0: no board).")  # fmt: skip
+def serve(  # noqa: PLR0917  # one parameter per click option
+    workdir: Path,
+    auto: bool,
+    interval: float,
+    duration: float | None,
+    transcript: Path | None,
+    printer_port: int,
+    locks: int,
 ) -> None:
-    """Serve the emulated reader and scanner on ptys for other tools or another process.
+    """Serve the emulated reader, scanner and lock board on ptys and the receipt printer on TCP.
 
-    Point `linli watch --config DIR/device.toml`, `linli idcard read --port DIR/idcard`, minicom or
-    the real drivers at them. With --auto, residents arrive on their own.
+    Point `linli watch --config DIR/device.toml`, `linli idcard read --port DIR/idcard`, minicom,
+    `linli escpos status --host 127.0.0.1 --port 9100` or the real drivers on another machine at
+    them. With --auto, residents arrive on their own. Each page the printer cuts is reported.
     """
     stop = threading.Event()
-    with World(workdir) as world:
+    with World(workdir) as world, contextlib.ExitStack() as stack:
         config_path = world.write_config()
         click.echo(f"idcard  {world.reader.path}")
         click.echo(f"scanner {world.scanner.path}")
+        if locks:
+            bus = LockBoardBus([1], locks, link=world.workdir / "locks")
+            bus.start()
+            stack.callback(bus.close)
+            click.echo(f"locks   {bus.path} (8A board at address 1, {locks} locks)")
+        if printer_port:
+            try:
+                printer = EscposTcpPrinter(host="0.0.0.0", port=printer_port).start()  # noqa: S104
+            except OSError as err:
+                raise click.ClickException(
+                    f"cannot serve the printer on TCP {printer_port}: {err.strerror} "
+                    "(another printer emulator? try --printer-port 0 or another port)"
+                ) from err
+            stack.callback(printer.close)
+            click.echo(f"printer tcp://0.0.0.0:{printer.port} (ESC/POS)")
         click.echo(f"config  {config_path}")
         if auto:
             threading.Thread(

@@ -288,8 +288,10 @@ def _code_page(request: Request, case_id: str, kind: str) -> Response:
         )
         audit(conn, now, user.actor, f"credential.{kind}", case_id=case.id, cti=issued.cti)
     qr_svg = segno.make(issued.text, error="m").svg_inline(scale=6, border=4, omitsize=True)
+    # data-code carries the same text as the QR: for scripted phones (the virtual site) and
+    # accessibility tools; whoever sees the page can read the QR anyway.
     return html(request, "worker_code.html", user=user, case=case, kind=kind, qr_svg=qr_svg,
-                expires=issued.expires)  # fmt: skip
+                code=issued.text, expires=issued.expires)  # fmt: skip
 
 
 @pages.get("/c/{case_id}/offline-open")

@@ -1,0 +1,79 @@
+"""`linli sim site` (what ./run.sh starts) and `linli sim serve`, as a technician runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hardware_sim.processes import free_tcp_port
+
+pytestmark = pytest.mark.timeout(300)
+LINLI = [sys.executable, "-m", "linli"]
+
+
+def test_site_plays_a_scenario_with_a_live_summary_and_stops(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*LINLI, "sim", "site", "--kiosks", "1", "--lockers", "1", "--scenario",
+         "kiosk-certificate", "--duration", "2", "--interval", "0.5", "--http-port", "0",
+         "--workdir", str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    described = json.loads(done.stdout)
+    assert set(described["devices"]) == {"kiosk-1", "locker-1"}
+    assert described["pages"]["worker"].endswith("/w")
+    assert Path(described["devices"]["kiosk-1"]["idcard"]).exists() is False  # removed at stop
+    assert "[1/2] ✓" in done.stderr and "[2/2] ✓" in done.stderr
+    assert "online 2/2 · cases: none" in done.stderr
+    assert "PASSED" in done.stderr
+    assert "stopping the site" in done.stderr
+    # Each device ran as its own process with its own store.
+    for device in ("kiosk-1", "locker-1"):
+        assert (
+            tmp_path / "site" / "devices" / device / "var" / "lib" / "linli" / "store.db"
+        ).exists()
+        assert (tmp_path / "site" / "logs" / f"{device}.log").exists()
+
+
+def test_site_refuses_a_used_workdir(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "something").write_text("x", encoding="utf-8")
+    done = subprocess.run(
+        [*LINLI, "sim", "site", "--scenario", "none", "--workdir", str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "is not empty: give a new --workdir" in done.stderr
+
+
+def test_serve_offers_the_lock_board_and_the_printer_on_tcp(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    process = subprocess.Popen(
+        [*LINLI, "sim", "serve", "--dir", str(tmp_path), "--printer-port", str(port),
+         "--locks", "4", "--duration", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "locks").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "locks").exists() and (tmp_path / "idcard").exists()
+        status = subprocess.run(
+            [*LINLI, "escpos", "status", "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _err = process.communicate(timeout=30)
+    assert f"printer tcp://0.0.0.0:{port}" in out
+    assert "locks" in out
