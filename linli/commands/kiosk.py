@@ -99,14 +99,17 @@ def _control_reply(call: Callable[[], dict[str, Any]]) -> None:
         raise click.exceptions.Exit(1)
 
 
-@kiosk.command("touch")
-@click.option(
+_socket_option = click.option(
     "--socket",
     "socket_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help=_SOCKET_HELP,
 )
+
+
+@kiosk.command("touch")
+@_socket_option
 @click.option(
     "--arg",
     "args",
@@ -134,13 +137,7 @@ def touch(*, socket_path: Path, args: tuple[str, ...], action: str) -> None:
 
 
 @kiosk.command("screen")
-@click.option(
-    "--socket",
-    "socket_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=_SOCKET_HELP,
-)
+@_socket_option
 @click.option(
     "--wait",
     "wait_for",
