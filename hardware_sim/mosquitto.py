@@ -12,7 +12,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -29,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.errors import DeviceTimeoutError, DeviceUnavailableError, LinliError
-from hardware_sim.processes import free_tcp_port, stop_process
+from hardware_sim.processes import accepts, free_tcp_port, stop_process
 from provisioning.broker import (
     INSTALL_HINT,
     Credential,
@@ -66,14 +65,6 @@ def mosquitto_path() -> str:
     if not Path(found).exists():
         raise DeviceUnavailableError(f"mosquitto is not installed; {INSTALL_HINT}")
     return found
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class MosquittoTestBroker:
@@ -153,7 +144,7 @@ class MosquittoTestBroker:
             if self.process.poll() is not None:
                 self.process = None
                 raise DeviceUnavailableError(f"mosquitto exited at start; {self._log_tail()}")
-            if all(_accepts(p) for p in ports):
+            if all(accepts(p) for p in ports):
                 return
             time.sleep(0.05)
         self.kill()

@@ -14,6 +14,15 @@ def free_tcp_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def accepts(port: int, timeout_s: float = 0.2) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` (a daemon is up)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def stop_process(
     process: subprocess.Popen[Any], timeout_s: float = 10.0, *, terminate: bool = True
 ) -> None:

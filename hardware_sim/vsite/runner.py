@@ -12,6 +12,7 @@ state the site was left in.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import time
@@ -119,12 +120,11 @@ class Report:
 
 
 def _poll(predicate: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise StepFailed(f"timed out after {timeout_s:g} s waiting for {what}")
+    """:meth:`VirtualSite.wait`, failing the step."""
+    try:
+        VirtualSite.wait(predicate, what, timeout_s)
+    except SiteError as err:
+        raise StepFailed(str(err)) from None
 
 
 class ScenarioRun:
@@ -292,19 +292,18 @@ class ScenarioRun:
         self._wait_state(args.case, "assigned")
 
     def _worker_for(self, case_id: str) -> WorkerPhone:
+        """The phone of the worker the case is assigned to (once it is)."""
+        found: list[str] = []
+
         def assigned() -> bool:
+            query = select(Worker.username).join(Case, Case.worker_id == Worker.id)
             with self.site.db().connect() as conn:
-                return conn.execute(select(Case.worker_id).where(Case.id == case_id)).scalar() \
-                    is not None  # fmt: skip
+                username = conn.execute(query.where(Case.id == case_id)).scalar()
+            found[:] = [] if username is None else [str(username)]
+            return bool(found)
 
         _poll(assigned, f"case {case_id} to be assigned to a worker", CASE_TIMEOUT_S)
-        with self.site.db().connect() as conn:
-            username = str(
-                conn.execute(
-                    select(Worker.username).join(Case, Case.worker_id == Worker.id)
-                    .where(Case.id == case_id)
-                ).scalar_one()
-            )  # fmt: skip
+        username = found[0]
         if username not in self.workers:
             self.workers[username] = WorkerPhone(self.site.url, username, data.WORKER_PASSWORD)
         return self.workers[username]
@@ -361,11 +360,7 @@ class ScenarioRun:
               args.within_s)  # fmt: skip
 
     def _step_scan(self, args: ScanArgs) -> None:
-        device = self.site.device(args.device)
-        scanner = device.scanner if isinstance(device, SimKiosk | SimLocker) else None
-        if scanner is None:
-            raise StepFailed(f"{args.device} has no scanner")
-        scanner.show(args.text)
+        self.site.device(args.device).scanner.show(args.text)
 
     def _step_wait(self, args: WaitArgs) -> None:
         time.sleep(args.seconds)
@@ -381,7 +376,8 @@ class ScenarioRun:
         site, kind = self.site, args.kind
         if kind in ("broker_restart", "broker_crash"):
             if on:
-                self._broker_down(crash=kind == "broker_crash", down_s=args.off_s)
+                took = self.site.restart_broker(args.off_s, crash=kind == "broker_crash")
+                self.notes.append(f"devices back online {took:.1f} s after the start")
             return
         assert args.device is not None
         device = site.device(args.device)
@@ -399,19 +395,6 @@ class ScenarioRun:
             self._kiosk_fault(device, args, on=on)
         elif isinstance(device, SimLocker):
             self._locker_fault(device, args, on=on)
-
-    def _broker_down(self, *, crash: bool, down_s: float) -> None:
-        broker = self.site.broker
-        assert broker is not None
-        broker.kill() if crash else broker.stop()
-        time.sleep(down_s)
-        t0 = time.monotonic()
-        broker.start()
-        ids = [d.id for d in self.site.devices()]
-        # Devices report themselves online again through the restarted broker.
-        self.site.wait(lambda: all(self.site.online().get(i) for i in ids),
-                       "every device back online after the broker restart", 60)  # fmt: skip
-        self.notes.append(f"devices back online {time.monotonic() - t0:.1f} s after the start")
 
     def _kiosk_fault(self, kiosk: SimKiosk, args: FaultArgs, *, on: bool) -> None:
         if args.kind == "paper_out" and args.printer == "a4":
@@ -479,16 +462,15 @@ class ScenarioRun:
         return results
 
     def _eventually(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
-        with contextlib.suppress(StepFailed):
-            _poll(predicate, "", timeout_s)
+        with contextlib.suppress(SiteError):
+            VirtualSite.wait(predicate, "", timeout_s)
             return True
         return False
 
     def _all_online(self) -> ExpectResult:
-        ids = [d.id for d in self.site.devices()]
-        ok = self._eventually(lambda: all(self.site.online().get(i) for i in ids))
+        ok = self._eventually(self.site.all_online)
         online = self.site.online()
-        offline = [i for i in ids if not online.get(i)]
+        offline = [d.id for d in self.site.devices() if not online.get(d.id)]
         detail = "every device online" if ok else f"offline: {', '.join(offline)}"
         return ExpectResult("all devices online", ok, detail)
 
@@ -496,6 +478,9 @@ class ScenarioRun:
         path = self.site.device(device_id).data_dir / STORE_FILE
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as c:
             return int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def _outbox_empty(self, device_id: str) -> bool:
+        return self._outbox_left(device_id) == 0
 
     def _server_seqs(self, device_id: str) -> list[int]:
         with self.site.db().connect() as conn:
@@ -505,7 +490,7 @@ class ScenarioRun:
     def _nothing_lost(self) -> list[ExpectResult]:
         results = []
         for device in self.site.devices():
-            ok = self._eventually(lambda d=device.id: self._outbox_left(d) == 0)  # type: ignore[misc]
+            ok = self._eventually(functools.partial(self._outbox_empty, device.id))
             seqs = self._server_seqs(device.id)
             gaps = sorted(set(range(1, (seqs[-1] if seqs else 0) + 1)) - set(seqs))
             left = self._outbox_left(device.id)

@@ -22,7 +22,7 @@ and the expectations are listed in docs/virtual-site.md; :data:`ACTIONS` is the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -147,7 +147,7 @@ FaultKind = Literal[
     "reader_fault",  # the ID-card reader's next read fails (corrupt / silent / garbage / bad card)
     "scanner_noise",  # garbage bytes on the scanner's serial line
 ]
-FAULTS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+FAULTS: tuple[str, ...] = get_args(FaultKind)
 
 
 class FaultArgs(_Args):

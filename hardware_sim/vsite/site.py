@@ -21,6 +21,7 @@ while the devices run elsewhere; each device reaches the broker through its own
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -37,13 +38,13 @@ import tomli_w
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, func, select
 
-from device.errors import DeviceUnavailableError, LinliError
+from device.errors import LinliError
 from hardware_sim.cups import CupsTestServer, SimQueue
 from hardware_sim.escpos.server import EscposTcpPrinter
 from hardware_sim.lockboard import LockBoardBus
 from hardware_sim.mosquitto import mosquitto_path
 from hardware_sim.netlink import NetLink
-from hardware_sim.processes import free_tcp_port
+from hardware_sim.processes import accepts, free_tcp_port
 from hardware_sim.sam import SamEmulator
 from hardware_sim.scanner import Gm65Emulator
 from hardware_sim.vsite import data
@@ -84,6 +85,7 @@ class SimDevice:
     directory: Path
     link: NetLink
     process: ChildProcess = field(init=False)
+    scanner: Gm65Emulator = field(init=False)
 
     @property
     def config_path(self) -> Path:
@@ -93,8 +95,8 @@ class SimDevice:
     def data_dir(self) -> Path:
         return self.directory / "var" / "lib" / "linli"
 
-    def close_emulators(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def close_emulators(self) -> None:
+        self.scanner.close()
 
 
 @dataclass
@@ -102,7 +104,6 @@ class SimKiosk(SimDevice):
     """A kiosk: reader and scanner on ptys, receipt printer on TCP, an A4 queue on cupsd."""
 
     reader: SamEmulator = field(init=False)
-    scanner: Gm65Emulator = field(init=False)
     receipt: EscposTcpPrinter = field(init=False)
     queue: SimQueue | None = field(init=False, default=None)
 
@@ -121,8 +122,8 @@ class SimKiosk(SimDevice):
         return 0 if self.queue is None else len(self.queue.outputs())
 
     def close_emulators(self) -> None:
+        super().close_emulators()
         self.reader.close()
-        self.scanner.close()
         self.receipt.close()
 
 
@@ -131,10 +132,9 @@ class SimLocker(SimDevice):
     """A locker: a bus of lock boards and a GM65 scanner on ptys."""
 
     bus: LockBoardBus = field(init=False)
-    scanner: Gm65Emulator = field(init=False)
 
     def close_emulators(self) -> None:
-        self.scanner.close()
+        super().close_emulators()
         self.bus.close()
 
 
@@ -220,7 +220,7 @@ class VirtualSite:
             "mosquitto",
             [mosquitto_path(), "-c", str(site.files.conf)],
             self.logs / "mosquitto.out",
-            ready=lambda: _accepts(tls_port),
+            ready=functools.partial(accepts, tls_port),
         )
         progress(f"starting Mosquitto on localhost:{tls_port} (TLS)")
         self.broker.start()
@@ -238,8 +238,7 @@ class VirtualSite:
         for device in self.devices():
             progress(f"starting {device.id}")
             device.process.start(START_TIMEOUT_S)
-        for device in self.devices():
-            self.wait(lambda d=device: self.is_online(d.id), f"{device.id} online", 60)  # type: ignore[misc]
+        self.wait(self.all_online, "every device online at the server", 60)
         progress("all devices online")
 
     def close(self) -> None:
@@ -299,14 +298,15 @@ class VirtualSite:
         config["sync"]["port"] = device.link.port
         device.config_path.write_text(tomli_w.dumps(config), encoding="utf-8")
 
-    def _link(self, tls_port: int, device_id: str) -> NetLink:
-        link = NetLink("127.0.0.1", tls_port, name=device_id).start()
-        return link
-
-    def _add_kiosk(self, site: Site, device_id: str, tls_port: int) -> None:
+    def _home(self, device_id: str, tls_port: int) -> tuple[Path, NetLink]:
+        """A new device's file system root and its network link to the broker."""
         directory = self.workdir / "devices" / device_id
         directory.mkdir(parents=True, exist_ok=True)
-        kiosk = SimKiosk(device_id, "kiosk", directory, self._link(tls_port, device_id))
+        return directory, NetLink("127.0.0.1", tls_port, name=device_id).start()
+
+    def _add_kiosk(self, site: Site, device_id: str, tls_port: int) -> None:
+        directory, link = self._home(device_id, tls_port)
+        kiosk = SimKiosk(device_id, "kiosk", directory, link)
         self.kiosks[device_id] = kiosk
         kiosk.reader = SamEmulator(link=directory / "idcard", pace=self.options.pace).start()
         kiosk.scanner = Gm65Emulator(link=directory / "scanner", pace=self.options.pace)
@@ -352,9 +352,8 @@ class VirtualSite:
         )  # fmt: skip
 
     def _add_locker(self, site: Site, device_id: str, tls_port: int) -> None:
-        directory = self.workdir / "devices" / device_id
-        directory.mkdir(parents=True, exist_ok=True)
-        locker = SimLocker(device_id, "locker", directory, self._link(tls_port, device_id))
+        directory, link = self._home(device_id, tls_port)
+        locker = SimLocker(device_id, "locker", directory, link)
         self.lockers[device_id] = locker
         locker.bus = LockBoardBus([1], len(LOCKER_SIZES), link=directory / "locks")
         locker.bus.start()
@@ -450,12 +449,22 @@ class VirtualSite:
             time.sleep(0.05)
         raise SiteError(f"timed out after {timeout_s:g}s waiting for {what}")
 
-    def restart_broker(self, down_s: float = 0.0) -> None:
-        """Stop Mosquitto (SIGTERM: it saves its sessions), wait ``down_s``, start it again."""
+    def all_online(self) -> bool:
+        """Whether the server sees every device of the site online."""
+        online = self.online()
+        return all(online.get(d.id) for d in self.devices())
+
+    def restart_broker(self, down_s: float = 0.0, *, crash: bool = False) -> float:
+        """Stop Mosquitto (SIGTERM: it saves its sessions; ``crash``: SIGKILL), wait ``down_s``,
+        start it again and wait until every device is back online; the seconds that took."""
         assert self.broker is not None
-        self.broker.stop()
+        self.broker.kill() if crash else self.broker.stop()
         time.sleep(down_s)
+        started = time.monotonic()
         self.broker.start()
+        # Devices report themselves online again through the restarted broker.
+        self.wait(self.all_online, "every device back online after the broker restart", 60)
+        return time.monotonic() - started
 
     def describe(self) -> dict[str, Any]:
         """Where everything is, for the terminal and the docs."""
@@ -499,16 +508,7 @@ _SYNC_TIMINGS: dict[str, Any] = {
 }
 
 
-def _accepts(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 __all__ = [
-    "DeviceUnavailableError",
     "SimDevice",
     "SimKiosk",
     "SimLocker",
