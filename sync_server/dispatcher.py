@@ -473,6 +473,11 @@ def worker_load(conn: Connection) -> dict[int, int]:
     return load
 
 
+def distance_km(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> float:
+    """Straight-line distance between two points of a district (km)."""
+    return math.hypot(*_km((a_lat, a_lon), b_lat, b_lon))
+
+
 def _km(origin: tuple[float, float], lat: float, lon: float) -> tuple[float, float]:
     """Equirectangular projection around ``origin``: exact enough within a district."""
     x = (lon - origin[1]) * KM_PER_DEGREE * math.cos(math.radians(origin[0]))

@@ -1,6 +1,7 @@
 """The grid worker's unlock app (mobile pages, installable as a PWA) under ``/w``.
 
-A worker sees the pickups and returns assigned to them, by deadline; acknowledges an offer (an
+A worker sees the pickups and returns assigned to them, by deadline and, among tasks due in the
+same half hour, by the distance from their home base to the locker; acknowledges an offer (an
 offer not acknowledged within the dispatcher's ``ack_timeout_s`` goes to someone else); at the
 locker opens the compartment online (signed ``locker.open``) or shows an offline ``worker-open``
 credential to the scanner; confirms the collection; marks the case processing; and brings the
@@ -13,6 +14,7 @@ area; an administrator all. Anything else is 404, the same as a case that does n
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated, Any, cast
 
 import segno
@@ -23,12 +25,14 @@ from sqlalchemy import Connection, Table, select, update
 from sync_server.areas import ancestors
 from sync_server.cases import CaseRecord, CaseStateError, audit, get_case, move
 from sync_server.credentials import WORKER_OPEN_VALID_S, issue_credential
+from sync_server.dispatcher import distance_km
 from sync_server.domain_models import (
     OPEN_ASSIGNMENT_STATUSES,
     Assignment,
     Case,
     Service,
     ServicePoint,
+    Worker,
 )
 from sync_server.web.app import html
 from sync_server.web.auth import (
@@ -54,6 +58,12 @@ _cases = cast(Table, Case.__table__)
 _assignments = cast(Table, Assignment.__table__)
 _services = cast(Table, Service.__table__)
 _points = cast(Table, ServicePoint.__table__)
+
+_workers = cast(Table, Worker.__table__)
+
+SAME_DEADLINE_S = 1800.0
+"""Tasks due within the same half hour (clock half hours) are equally urgent: among them the
+nearer locker comes first (DESIGN.md 1: "ordered by deadline and distance")."""
 
 CaseId = Annotated[str, Path(pattern=CASE_PATH)]
 Csrf = Annotated[str, Form(max_length=64)]
@@ -154,8 +164,17 @@ def _work_list(conn: Connection, user: SessionUser) -> list[dict[str, Any]]:
             )
         )
     }
+    home = conn.execute(
+        select(_workers.c.home_lat, _workers.c.home_lon).where(_workers.c.id == user.id)
+    ).first()
     rows = conn.execute(
-        select(_cases, _services.c.name.label("service_name"), _points.c.name.label("locker"))
+        select(
+            _cases,
+            _services.c.name.label("service_name"),
+            _points.c.name.label("locker"),
+            _points.c.lat.label("locker_lat"),
+            _points.c.lon.label("locker_lon"),
+        )
         .join(_services, _services.c.id == _cases.c.service_id)
         .join(_points, _points.c.device_id == _cases.c.device_id)
         .where(
@@ -167,6 +186,9 @@ def _work_list(conn: Connection, user: SessionUser) -> list[dict[str, Any]]:
     for row in rows:
         case = CaseRecord.from_row(row)
         offer = offers.get(case.id)
+        km = None
+        if home is not None and None not in (*home, row.locker_lat, row.locker_lon):
+            km = distance_km(home.home_lat, home.home_lon, row.locker_lat, row.locker_lon)
         items.append(
             {
                 "case": case.id,
@@ -176,14 +198,22 @@ def _work_list(conn: Connection, user: SessionUser) -> list[dict[str, Any]]:
                 "locker": row.locker,
                 "compartment": case.compartment,
                 "due_at": case.due_at,
+                "km": km,
                 "assignment": None if offer is None else offer.id,
                 "offer_status": None if offer is None else offer.status,
                 "kind": None if offer is None else offer.kind,
                 "ack_due": None if offer is None else offer.ack_due,
             }
         )
-    items.sort(key=lambda item: (item["due_at"] is None, item["due_at"] or 0))
+    items.sort(key=_urgency)
     return items
+
+
+def _urgency(item: dict[str, Any]) -> tuple[bool, float, float, float]:
+    """By deadline (tasks without one last); within the same half hour, the nearer first."""
+    due, km = item["due_at"], item["km"]
+    slot = 0.0 if due is None else float(due // SAME_DEADLINE_S)
+    return (due is None, slot, math.inf if km is None else km, due or 0.0)
 
 
 @pages.get("")

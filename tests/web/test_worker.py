@@ -7,12 +7,13 @@ import re
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from device.credential import SigningKey
 from sync_server.cases import get_case, move
-from sync_server.domain_models import Assignment, IssuedCredential, Worker
+from sync_server.domain_models import Assignment, Case, IssuedCredential, Worker
 from sync_server.sitedata import load_site_data
+from sync_server.web.worker import SAME_DEADLINE_S
 from tests.cases.conftest import NOW
 from tests.cases.test_cases import send
 from tests.web.conftest import RecordingSender
@@ -207,3 +208,39 @@ def test_the_app_is_installable(client: TestClient) -> None:
     assert manifest["start_url"] == "/w" and manifest["display"] == "standalone"
     assert "serviceWorker" in client.get("/static/worker.js").text
     assert client.get("/w/sw.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_the_list_is_by_deadline_then_by_distance(client: TestClient, workers: Engine) -> None:
+    """Tasks due in the same half hour come nearer locker first; an earlier half hour comes
+    before both, however far its locker is."""
+    cases = []
+    for compartment in (3, 4, 5):
+        case_id, _ = open_case(client)
+        send(workers, "locker-1", ("compartment.deposited",
+             {"compartment": compartment, "case": case_id, "content": "documents"}))  # fmt: skip
+        cases.append(case_id)
+    far_soon, near_later, far_later = cases
+    chen = worker_id(workers, "chen")
+    for case_id in cases:
+        assign(workers, case_id, chen)
+    slot = (NOW // SAME_DEADLINE_S + 4) * SAME_DEADLINE_S  # a half hour's start, ahead of now
+    due = {far_soon: slot + 60, far_later: slot + SAME_DEADLINE_S + 60,
+           near_later: slot + SAME_DEADLINE_S + 600}  # fmt: skip
+    with workers.begin() as conn:
+        # chen's base is at locker-1; locker-2 is about 1.5 km away (30.51, 114.31).
+        conn.execute(
+            update(Worker).where(Worker.id == chen).values(home_lat=30.50, home_lon=114.30)
+        )
+        for case_id, at in due.items():
+            values: dict[str, object] = {"due_at": at}
+            if case_id != near_later:
+                values["device_id"] = "locker-2"
+            conn.execute(update(Case).where(Case.id == case_id).values(**values))
+    login(client, "chen")
+    page = client.get("/w").text
+    assert re.findall(r'class="card task" data-case="(C\w{9})"', page) == [
+        far_soon,
+        near_later,
+        far_later,
+    ]
+    assert page.count("约 1.5 公里") == 2 and page.count("约 0.0 公里") == 1
