@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
+from pathlib import Path
 from typing import Any
+
+PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def free_tcp_port() -> int:
@@ -12,6 +16,25 @@ def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def reserved_tcp_port() -> int:
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for a daemon that binds
+    it later: no listener bound to port 0 in the meantime (an emulator, a relay) can take it,
+    which :func:`free_tcp_port` cannot promise."""
+    try:
+        low = int(PORT_RANGE.read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = random.sample(range(10000, max(low, 10001)), min(200, max(low - 10000, 1)))
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_tcp_port()
 
 
 def accepts(port: int, timeout_s: float = 0.2) -> bool:

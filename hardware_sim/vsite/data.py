@@ -25,6 +25,8 @@ LOCAL_RESIDENTS = range(0, 8)
 ELSEWHERE_RESIDENTS = range(8, 10)
 WORKER_PASSWORD = "linli-sim-worker"  # noqa: S105 -- the simulated site's demo accounts
 WORKERS = ("chen", "li")
+WORKER_NAMES = {"chen": "陈网格", "li": "李网格"}
+"""How the pages show each grid worker."""
 ADMIN = "admin"
 CSV_HEADERS = (
     "身份证号码",
@@ -71,10 +73,12 @@ def site_data(now: float | None = None) -> dict[str, Any]:
              "pickup_hours": 8, "process_hours": 72},
         ],
         "workers": [
-            {"username": "chen", "name": "陈网格", "password": WORKER_PASSWORD, "grids": [GRID],
-             "phone": "13900001111", "home_lat": 30.505, "home_lon": 114.305, "shifts": shift},
-            {"username": "li", "name": "李网格", "password": WORKER_PASSWORD, "grids": [GRID],
-             "phone": "13900002222", "home_lat": 30.51, "home_lon": 114.31, "shifts": shift},
+            {"username": "chen", "name": WORKER_NAMES["chen"], "password": WORKER_PASSWORD,
+             "grids": [GRID], "phone": "13900001111", "home_lat": 30.505, "home_lon": 114.305,
+             "shifts": shift},
+            {"username": "li", "name": WORKER_NAMES["li"], "password": WORKER_PASSWORD,
+             "grids": [GRID], "phone": "13900002222", "home_lat": 30.51, "home_lon": 114.31,
+             "shifts": shift},
             {"username": ADMIN, "name": "管理员", "role": "admin", "password": WORKER_PASSWORD},
         ],
     }  # fmt: skip

@@ -49,6 +49,11 @@ class ChildProcess:
     def start(self, timeout_s: float = 30.0) -> None:
         """Start the program and wait until ``ready()`` holds (if given); a program that exits
         or is not ready in time raises :class:`DeviceUnavailableError` with its log's tail."""
+        self.launch()
+        self.wait_ready(timeout_s)
+
+    def launch(self) -> None:
+        """Start the program without waiting (several start at once; :meth:`wait_ready`)."""
         if self.running:
             return
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +65,10 @@ class ChildProcess:
                 self.argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.cwd
             )
         self.starts += 1
-        if self.ready is None:
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until the launched program's ``ready()`` holds (see :meth:`start`)."""
+        if self.ready is None or self.process is None:
             return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -79,7 +87,7 @@ class ChildProcess:
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM and wait (SIGKILL after ``timeout_s``)."""
         if self.process is not None:
-            stop_process(self.process, timeout_s)
+            stop_process(self.process, timeout_s, terminate=self.process.poll() is None)
             self.process = None
 
     def kill(self) -> None:

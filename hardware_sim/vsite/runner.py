@@ -12,42 +12,65 @@ state the site was left in.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
+import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from device.errors import LinliError
 from device.idcard.codec import Command
 from device.sync.daemon import STORE_FILE
+from hardware_sim.smsgw import SmsTimeoutError
 from hardware_sim.vsite import data
-from hardware_sim.vsite.phones import ResidentCase, ResidentPhone, WorkerPhone
+from hardware_sim.vsite.phones import (
+    OfficeBrowser,
+    PhoneError,
+    ResidentApplication,
+    ResidentCase,
+    ResidentPhone,
+    WorkerPhone,
+)
 from hardware_sim.vsite.scenario import (
+    ApplyArgs,
+    CancelArgs,
     CardArgs,
     CaseArgs,
     CertificateArgs,
+    ClearFaultArgs,
     CollectArgs,
+    DecideArgs,
     DepositArgs,
     Expect,
     FaultArgs,
     KioskArgs,
     LookupArgs,
+    NoticeArgs,
+    PickupArgs,
+    PrintApplicationArgs,
+    ReadNoticeArgs,
+    ReassignArgs,
     ReturnArgs,
     ScanArgs,
     Scenario,
     ScreenArgs,
     Step,
+    TasksArgs,
+    TogetherArgs,
     TouchArgs,
     WaitArgs,
     WaitCaseArgs,
 )
 from hardware_sim.vsite.site import SimKiosk, SimLocker, SiteError, VirtualSite
-from sync_server.domain_models import AuditEntry, Case, Worker
+from sync_server.domain_models import AuditEntry, Case, Compartment, Worker
 from sync_server.models import Event
 
 DOOR_TIMEOUT_S = 30.0
@@ -56,6 +79,11 @@ REOPEN_AFTER_S = 10.0
 LIFT_PAUSE_S = 1.0
 HAND_S = 0.6
 """How long a person's hand is in the compartment (the locker must see the door open)."""
+REFUSED_S = 3.0
+"""How long a person waits at a locker that refuses their code before giving up."""
+SMS_TIMEOUT_S = 20.0
+CHINA = ZoneInfo("Asia/Shanghai")
+_SMS_CODE = re.compile(r"验证码(\d{6})")
 
 
 class StepFailed(LinliError, RuntimeError):
@@ -140,7 +168,12 @@ class ScenarioRun:
         self.scenario = scenario
         self.on_step = on_step or (lambda _result, _total: None)
         self.cases: dict[str, tuple[ResidentCase, ResidentPhone, str]] = {}
+        self.applications: dict[str, tuple[ResidentApplication, ResidentPhone]] = {}
+        self.phones: dict[int, ResidentPhone] = {}
         self.workers: dict[str, WorkerPhone] = {}
+        self.office: OfficeBrowser | None = None
+        self.notices: dict[str, str] = {}  # title -> key
+        self.revoked: dict[str, str] = {}  # case -> the revoked pickup code
         self.notes: list[str] = []
 
     def run(self) -> Report:
@@ -165,10 +198,9 @@ class ScenarioRun:
                 self.on_step(result, total)
             report.expectations = self._check(self.scenario.expect)
         finally:
-            for phone in self.workers.values():
-                phone.close()
-            for _case, resident, _locker in self.cases.values():
-                resident.close()
+            for browser in [*self.workers.values(), *self.phones.values(), self.office]:
+                if browser is not None:
+                    browser.close()
         report.seconds = time.monotonic() - started
         return report
 
@@ -214,9 +246,20 @@ class ScenarioRun:
         kiosk.reader.insert(data.resident(args.resident))
         try:
             self._screen(kiosk, args.screen, 20)
-            self._touch(kiosk, "end")
+            self._end_if_offered(kiosk)
         finally:
             self._lift(kiosk)
+
+    def _print_preview(self, kiosk: SimKiosk, outcome: str) -> None:
+        """Look at the preview, tap 确认打印, see the outcome, tap 结束."""
+        self._screen(kiosk, "preview", 30)
+        self._touch(kiosk, "confirm")
+        self._screen(kiosk, outcome, 60)
+        self._touch(kiosk, "end")
+
+    def _end_if_offered(self, kiosk: SimKiosk) -> None:
+        if "end" in kiosk.control().screen().get("screen", {}).get("actions", []):
+            self._touch(kiosk, "end")
 
     def _step_certificate(self, args: CertificateArgs) -> None:
         kiosk = self.site.kiosk(args.kiosk)
@@ -225,13 +268,40 @@ class ScenarioRun:
             self._screen(kiosk, "menu", 20)
             self._touch(kiosk, "certificate")
             self._touch(kiosk, "template", name=args.template)
-            self._screen(kiosk, "preview", 30)
-            self._touch(kiosk, "confirm")
-            self._screen(kiosk, args.outcome, 60)
-            self._touch(kiosk, "end")
+            self._print_preview(kiosk, args.outcome)
         finally:
             self._lift(kiosk)
         self._screen(kiosk, "idle", 10)
+
+    def _step_print_application(self, args: PrintApplicationArgs) -> None:
+        application, _phone = self.applications[args.application]
+        kiosk = self.site.kiosk(args.kiosk)
+        kiosk.reader.insert(data.resident(args.resident))
+        try:
+            self._screen(kiosk, "menu", 20)
+            self._touch(kiosk, "applications")
+            self._screen(kiosk, "applications", 30)
+            offered = kiosk.control().touch("application", id=application.id).get("ok")
+            if args.outcome == "not_printable":
+                if offered:
+                    raise StepFailed(f"{kiosk.id} offered to print application {application.id}")
+                self.notes.append(f"application {application.id} listed without a print button")
+                self._end_if_offered(kiosk)
+            elif not offered:
+                raise StepFailed(f"{kiosk.id} does not offer to print application {application.id}")
+            else:
+                self._print_preview(kiosk, args.outcome)
+        finally:
+            self._lift(kiosk)
+        self._screen(kiosk, "idle", 10)
+
+    def _step_read_notice(self, args: ReadNoticeArgs) -> None:
+        kiosk = self.site.kiosk(args.kiosk)
+        self._touch(kiosk, "notices")
+        self._screen(kiosk, "notices", 10)
+        self._touch(kiosk, "notice_item", key=self.notices[args.title])
+        self._screen(kiosk, "notice_item", 10)
+        self._end_if_offered(kiosk)
 
     # -- locker ----------------------------------------------------------------------------------
     def _door_opens(self, locker: SimLocker, what: str, timeout_s: float = DOOR_TIMEOUT_S) -> int:
@@ -246,6 +316,34 @@ class ScenarioRun:
 
         _poll(opened, f"a door of {locker.id} to open ({what})", timeout_s)
         return found[0]
+
+    def _stays_shut(self, locker: SimLocker, what: str) -> None:
+        """No door opens for ``what`` (a refused code) while a person would wait."""
+        with contextlib.suppress(StepFailed):
+            number = self._door_opens(locker, what, REFUSED_S)
+            raise StepFailed(f"compartment {number} opened for {what}: it should be refused")
+
+    def _phone(self, resident: int) -> ResidentPhone:
+        if resident not in self.phones:
+            self.phones[resident] = ResidentPhone(self.site.url, data.resident_phone(resident))
+        return self.phones[resident]
+
+    def _office(self) -> OfficeBrowser:
+        if self.office is None:
+            self.office = OfficeBrowser(self.site.url, data.ADMIN, data.WORKER_PASSWORD)
+        return self.office
+
+    def _sms(
+        self, phone: ResidentPhone, match: Callable[[str], bool], what: str, after: float = 0.0
+    ) -> str:
+        """The text of the newest SMS on ``phone`` that ``match`` accepts (waiting for it)."""
+        number = phone.phone_number or ""
+        try:
+            return self.site.sms.wait_for(
+                number, lambda m: match(m.text), SMS_TIMEOUT_S, after=after
+            ).text
+        except SmsTimeoutError as err:
+            raise StepFailed(f"{what}: {err}") from None
 
     def _hand_in_and_shut(self, locker: SimLocker, number: int) -> None:
         time.sleep(HAND_S)
@@ -274,7 +372,7 @@ class ScenarioRun:
 
     def _step_deposit(self, args: DepositArgs) -> None:
         locker = self.site.locker(args.locker)
-        phone = ResidentPhone(self.site.url, data.resident_phone(args.resident))
+        phone = self._phone(args.resident)
         if args.service not in phone.services(args.locker):
             raise StepFailed(f"{args.locker}'s page does not offer {args.service!r}")
         case = phone.start_case(args.locker, args.service)
@@ -303,7 +401,9 @@ class ScenarioRun:
             return bool(found)
 
         _poll(assigned, f"case {case_id} to be assigned to a worker", CASE_TIMEOUT_S)
-        username = found[0]
+        return self._worker(found[0])
+
+    def _worker(self, username: str) -> WorkerPhone:
         if username not in self.workers:
             self.workers[username] = WorkerPhone(self.site.url, username, data.WORKER_PASSWORD)
         return self.workers[username]
@@ -319,9 +419,7 @@ class ScenarioRun:
         else:
             locker.scanner.show(worker.offline_code(case_id, "open"))
         if args.outcome == "refused":
-            with contextlib.suppress(StepFailed):
-                number = self._door_opens(locker, "the refused code", 3.0)
-                raise StepFailed(f"compartment {number} opened: the code should be refused")
+            self._stays_shut(locker, "the refused code")
             return
         number = self._door_opens(locker, f"the worker's {args.how} open")
         self._hand_in_and_shut(locker, number)
@@ -343,15 +441,137 @@ class ScenarioRun:
         self._hand_in_and_shut(locker, number)
         self._wait_state(args.case, "result_stored")
 
-    def _step_pickup(self, args: CaseArgs) -> None:
-        _case_id, phone, locker_id = self._case(args.case)
+    def _step_pickup(self, args: PickupArgs) -> None:
+        case, phone, locker_id = self.cases[args.case]
         locker = self.site.locker(locker_id)
         self._wait_state(args.case, "result_stored")
-        code = phone.collect_code(self.cases[args.case][0])
-        locker.scanner.show(code)
+        if args.code == "revoked":
+            if args.case not in self.revoked:
+                raise StepFailed(f"no pickup code of case {args.case} was revoked before")
+            locker.scanner.show(self.revoked[args.case])
+            self._stays_shut(locker, "the revoked pickup code")
+            return
+        # The 办结 SMS carries the case's link; the page there shows the pickup QR.
+        text = self._sms(phone, lambda t: f"/c/{case.id}/" in t, "the 办结 SMS")
+        locker.scanner.show(phone.collect_code(phone.case_from_link(text)))
         number = self._door_opens(locker, "the resident's pickup code")
         self._hand_in_and_shut(locker, number)
         self._wait_state(args.case, "completed")
+
+    def _step_tasks(self, args: TasksArgs) -> None:
+        names = {self._case(name)[0]: name for name in args.order}
+        shown = [names[c] for c in self._worker(args.worker).task_order() if c in names]
+        if shown != args.order:
+            raise StepFailed(f"{args.worker}'s task list shows {shown}, not {args.order}")
+
+    # -- online applications ---------------------------------------------------------------------
+    def _step_apply(self, args: ApplyArgs) -> None:
+        card = data.resident(args.resident)
+        phone = self._phone(args.resident)
+        since = time.time()
+
+        def read_code() -> str:
+            text = self._sms(phone, lambda t: "验证码" in t, "the verification SMS", since)
+            found = _SMS_CODE.search(text)
+            if found is None:
+                raise StepFailed("the verification SMS carries no 6-digit code")
+            return found.group(1)
+
+        try:
+            application = phone.apply(args.kind, card.name, card.id_number, args.fields, read_code)
+        except PhoneError as err:
+            if args.outcome == "refused" and err.status == 403:
+                self.notes.append("refused: the name and ID number are not in the records")
+                return
+            raise
+        if args.outcome == "refused":
+            raise StepFailed(f"application {application.id} was filed; it should be refused")
+        self.applications[args.application] = (application, phone)
+        self.notes.append(f"application {application.id}")
+
+    def _step_decide(self, args: DecideArgs) -> None:
+        application, phone = self.applications[args.application]
+        self._office().decide(application.id, args.decision, args.reason)
+        status = {"accept": "accepted", "done": "done", "reject": "rejected"}[args.decision]
+        if f'data-status="{status}"' not in phone.application_page(application):
+            raise StepFailed(f"the resident's page of {application.id} does not show {status}")
+
+    # -- the community office --------------------------------------------------------------------
+    def _has_items(self, device_id: str, doc: str, keys: list[str]) -> bool:
+        path = self.site.device(device_id).data_dir / STORE_FILE
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as c:
+            query = "SELECT 1 FROM doc_items WHERE doc = ? AND key = ?"
+            return all(c.execute(query, (doc, key)).fetchone() is not None for key in keys)
+
+    def _reaches(self, device_ids: list[str], doc: str, keys: list[str], what: str) -> None:
+        """Wait until each online device has every item ``keys`` of ``doc``."""
+        for device_id in device_ids:
+            if not self._link_up(device_id):
+                self.notes.append(f"{device_id} is offline: it gets the {doc} when it is back")
+                continue
+            has = functools.partial(self._has_items, device_id, doc, keys)
+            _poll(has, f"{device_id} to receive {what}", 30)
+
+    def _step_notice(self, args: NoticeArgs) -> None:
+        until = (dt.datetime.now(CHINA) + dt.timedelta(days=args.days)).date().isoformat()
+        key = self._office().publish_notice(args.title, args.body, until, args.community)
+        self.notices[args.title] = key
+        self._reaches(list(self.site.kiosks), "notices", [key], f"notice {args.title!r}")
+
+    def _step_cancel(self, args: CancelArgs) -> None:
+        case_id, _phone, _locker = self._case(args.case)
+        self._office().cancel(case_id, args.reason)
+        _poll(lambda: self._state_of(case_id) == "cancelled", f"case {args.case} cancelled", 10)
+
+    def _step_reassign(self, args: ReassignArgs) -> None:
+        case_id, _phone, _locker = self._case(args.case)
+        if args.to not in data.WORKER_NAMES:
+            raise StepFailed(f"no grid worker {args.to!r} (workers: {', '.join(data.WORKERS)})")
+        self._office().reassign(case_id, data.WORKER_NAMES[args.to])
+        phone = self._worker(args.to)
+        _poll(lambda: phone.has_task(case_id), f"case {args.case} on {args.to}'s list", 10)
+
+    def _step_revoke(self, args: CaseArgs) -> None:
+        """The resident lost the phone that showed the pickup QR; the office revokes the case's
+        live codes and the step waits until the locker knows."""
+        case, phone, locker_id = self.cases[args.case]
+        lost = phone.collect_code(case)
+        ctis = self._office().revoke_credentials(case.id)
+        if not ctis:
+            raise StepFailed(f"case {args.case} had no live code to revoke")
+        self.revoked[args.case] = lost
+        self.notes.append(f"{len(ctis)} code(s) revoked")
+        self._reaches([locker_id], "revocations", ctis, "the revocation")
+
+    def _step_clear_fault(self, args: ClearFaultArgs) -> None:
+        self._office().device_command(args.locker, "clear_fault", args.compartment)
+
+        def cleared() -> bool:
+            query = select(Compartment.state).where(
+                Compartment.device_id == args.locker, Compartment.number == args.compartment
+            )
+            with self.site.db().connect() as conn:
+                return conn.execute(query).scalar() == "free"
+
+        _poll(cleared, f"compartment {args.compartment} of {args.locker} to be free again", 15)
+
+    # -- several people at once ------------------------------------------------------------------
+    def _step_together(self, args: TogetherArgs) -> None:
+        errors: list[str] = []
+
+        def one(step: Step) -> None:
+            try:
+                self._do(step)
+            except (LinliError, OSError) as err:
+                errors.append(f"{step.name}: {err}")
+
+        threads = [threading.Thread(target=one, args=(step,)) for step in args.steps]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise StepFailed("; ".join(errors))
 
     def _step_wait_case(self, args: WaitCaseArgs) -> None:
         case_id, _phone, _locker = self._case(args.case)

@@ -21,6 +21,7 @@ and the expectations are listed in docs/virtual-site.md; :data:`ACTIONS` is the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -33,6 +34,8 @@ DeviceId = Annotated[str, Field(pattern=r"^(kiosk|locker)-\d{1,3}$")]
 KioskId = Annotated[str, Field(pattern=r"^kiosk-\d{1,3}$")]
 LockerId = Annotated[str, Field(pattern=r"^locker-\d{1,3}$")]
 CaseName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+Resident = Annotated[int, Field(ge=0, le=999)]
+Worker = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Seconds = Annotated[float, Field(ge=0, le=600)]
 
 
@@ -47,7 +50,7 @@ class _Args(BaseModel):
 # -- the resident at a kiosk ---------------------------------------------------------------------
 class CardArgs(_Args):
     kiosk: KioskId
-    resident: Annotated[int, Field(ge=0, le=999)]
+    resident: Resident
 
 
 class KioskArgs(_Args):
@@ -70,7 +73,7 @@ class CertificateArgs(_Args):
     """Place the card, choose 打印证明 and a template, look at the preview, print, end."""
 
     kiosk: KioskId
-    resident: Annotated[int, Field(ge=0, le=999)]
+    resident: Resident
     template: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")] = "residence"
     outcome: Literal["printed", "printer_problem"] = "printed"
 
@@ -79,7 +82,7 @@ class LookupArgs(_Args):
     """Place the card of a resident and check the first screen (menu or not known)."""
 
     kiosk: KioskId
-    resident: Annotated[int, Field(ge=0, le=999)]
+    resident: Resident
     screen: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")] = "menu"
 
 
@@ -88,7 +91,7 @@ class DepositArgs(_Args):
     """The resident scans the locker's QR, chooses a service, puts the documents in, confirms."""
 
     locker: LockerId
-    resident: Annotated[int, Field(ge=0, le=999)]
+    resident: Resident
     service: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")] = "residence"
     case: CaseName
 
@@ -114,6 +117,28 @@ class ReturnArgs(_Args):
     how: Literal["online", "offline"] = "online"
 
 
+class PickupArgs(_Args):
+    """The resident follows the link in the 办结 SMS and shows the pickup QR at the scanner
+    (``code: revoked``: the code the office revoked, which must be refused)."""
+
+    case: CaseName
+    code: Literal["new", "revoked"] = "new"
+    outcome: Literal["collected", "refused"] = "collected"
+
+    @model_validator(mode="after")
+    def _revoked_is_refused(self) -> PickupArgs:
+        if (self.code == "revoked") != (self.outcome == "refused"):
+            raise ValueError("a revoked code is refused and only a revoked code is")
+        return self
+
+
+class TasksArgs(_Args):
+    """The worker's task list shows these cases in this order (by deadline, then distance)."""
+
+    worker: Worker
+    order: Annotated[list[CaseName], Field(min_length=1, max_length=20)]
+
+
 class WaitCaseArgs(_Args):
     case: CaseName
     state: Annotated[str, Field(pattern=r"^[a-z_]{1,20}$")]
@@ -129,6 +154,79 @@ class ScanArgs(_Args):
 
 class WaitArgs(_Args):
     seconds: Seconds
+
+
+# -- online applications (网上申请) -------------------------------------------------------------
+class ApplyArgs(_Args):
+    """The resident fills ``/apply/KIND`` on the phone with the SMS code (``refused``: the name
+    and ID number are not a resident of the records)."""
+
+    resident: Resident
+    kind: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]
+    application: CaseName
+    fields: dict[str, str] = Field(default_factory=dict)
+    outcome: Literal["filed", "refused"] = "filed"
+
+
+class DecideArgs(_Args):
+    """The community office accepts, finishes or rejects an application on the admin pages."""
+
+    application: CaseName
+    decision: Literal["accept", "done", "reject"]
+    reason: Annotated[str, Field(max_length=400)] = ""
+
+    @model_validator(mode="after")
+    def _reason_for_reject(self) -> DecideArgs:
+        if self.decision == "reject" and not self.reason.strip():
+            raise ValueError("a rejection needs a reason (the resident reads it)")
+        return self
+
+
+class PrintApplicationArgs(_Args):
+    """At the kiosk: card, 打印网上申请, the application, preview, print (``not_printable``: the
+    list shows it but offers no print, as before the office finished it)."""
+
+    kiosk: KioskId
+    resident: Resident
+    application: CaseName
+    outcome: Literal["printed", "printer_problem", "not_printable"] = "printed"
+
+
+# -- the community office (admin pages) ----------------------------------------------------------
+class NoticeArgs(_Args):
+    """Publish a notice for ``days`` days (every community when ``community`` is empty); the step
+    waits until every online kiosk has it."""
+
+    title: Annotated[str, Field(min_length=1, max_length=64)]
+    body: Annotated[str, Field(min_length=1, max_length=2000)]
+    community: Annotated[str, Field(pattern=r"^[a-z0-9_-]{0,32}$")] = ""
+    days: Annotated[int, Field(ge=1, le=365)] = 7
+
+
+class ReadNoticeArgs(_Args):
+    """Somebody reads the notice titled ``title`` at the kiosk (社区公告, no card needed)."""
+
+    kiosk: KioskId
+    title: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class CancelArgs(_Args):
+    case: CaseName
+    reason: Literal["resident_request", "duplicate", "wrong_service", "other"] = "resident_request"
+
+
+class ReassignArgs(_Args):
+    """改派: the office offers the pickup to ``to``, who accepts it in the app."""
+
+    case: CaseName
+    to: Worker
+
+
+class ClearFaultArgs(_Args):
+    """After the repair, the office clears a compartment's fault from the device page."""
+
+    locker: LockerId
+    compartment: Annotated[int, Field(ge=1, le=64)]
 
 
 # -- faults and repairs --------------------------------------------------------------------------
@@ -202,7 +300,17 @@ ACTIONS: dict[str, type[_Args]] = {
     "collect": CollectArgs,
     "process": CaseArgs,
     "return": ReturnArgs,
-    "pickup": CaseArgs,
+    "pickup": PickupArgs,
+    "tasks": TasksArgs,
+    "apply": ApplyArgs,
+    "decide": DecideArgs,
+    "print_application": PrintApplicationArgs,
+    "notice": NoticeArgs,
+    "read_notice": ReadNoticeArgs,
+    "cancel": CancelArgs,
+    "reassign": ReassignArgs,
+    "revoke": CaseArgs,
+    "clear_fault": ClearFaultArgs,
     "wait_case": WaitCaseArgs,
     "scan": ScanArgs,
     "wait": WaitArgs,
@@ -238,12 +346,42 @@ class Step(BaseModel):
             value = {"seconds": value}
         if action == "lift" and isinstance(value, str):
             value = {"kiosk": value}
+        if action == "together" and isinstance(value, list):
+            value = {"steps": value}
         args = ACTIONS[action].model_validate(value)
         name = raw.get("name") or _describe(action, value)
         return {"action": action, "args": args, "name": str(name)}
 
 
+class TogetherArgs(_Args):
+    """Steps done at the same time by different people (two residents at two kiosks...); the
+    step is done when all of them are, and fails if any does."""
+
+    steps: Annotated[list[Step], Field(min_length=2, max_length=10)]
+
+    @model_validator(mode="after")
+    def _flat(self) -> TogetherArgs:
+        if any(step.action == "together" for step in self.steps):
+            raise ValueError("together steps cannot nest")
+        return self
+
+
+ACTIONS["together"] = TogetherArgs
+
+
+def _describe_raw(raw: Any) -> str:
+    if isinstance(raw, dict):
+        actions = [k for k in raw if k != "name"]
+        if raw.get("name"):
+            return str(raw["name"])
+        if len(actions) == 1:
+            return _describe(actions[0], raw[actions[0]])
+    return str(raw)
+
+
 def _describe(action: str, value: Any) -> str:
+    if action == "together" and isinstance(value, dict):
+        return "together: " + " | ".join(_describe_raw(s) for s in value.get("steps", []))
     if isinstance(value, dict):
         parts = ", ".join(f"{k}={v}" for k, v in value.items())
         return f"{action} ({parts})"
@@ -296,21 +434,49 @@ class Scenario(BaseModel):
 
     @model_validator(mode="after")
     def _devices_exist(self) -> Scenario:
+        """Every device a step names is on the site; every case and application is deposited
+        or filed before a step uses it."""
         known = {f"kiosk-{i}" for i in range(1, self.site.kiosks + 1)}
         known |= {f"locker-{i}" for i in range(1, self.site.lockers + 1)}
-        cases: set[str] = set()
-        for n, step in enumerate(self.steps, 1):
+        size = f"{self.site.kiosks} kiosks and {self.site.lockers} lockers"
+        named: dict[str, set[str]] = {kind: set() for kind in _INTRODUCED}
+        for number, step in _numbered(self.steps):
             for key in ("kiosk", "locker", "device"):
                 device = getattr(step.args, key, None)
                 if device is not None and device not in known:
-                    size = f"{self.site.kiosks} kiosks and {self.site.lockers} lockers"
-                    raise ValueError(f"step {n} ({step.name}): no {device} on a site of {size}")
-            case = getattr(step.args, "case", None)
-            if step.action == "deposit":
-                cases.add(str(case))
-            elif case is not None and case not in cases:
-                raise ValueError(f"step {n} ({step.name}): case {case!r} was not deposited before")
+                    raise ValueError(
+                        f"step {number} ({step.name}): no {device} on a site of {size}"
+                    )
+            for kind, (first, what) in _INTRODUCED.items():
+                used = getattr(step.args, kind, None)
+                if step.action == first:
+                    named[kind].add(str(used))
+                    continue
+                order = getattr(step.args, "order", []) if kind == "case" else []
+                for name in ([used] if used is not None else []) + list(order):
+                    if name not in named[kind]:
+                        raise ValueError(
+                            f"step {number} ({step.name}): {kind} {name!r} was not {what} before"
+                        )
         return self
+
+
+_INTRODUCED = {
+    "case": ("deposit", "deposited"),
+    "application": ("apply", "filed"),
+    "title": ("notice", "published"),
+}
+"""What a step introduces by name (the action, the word for it) for later steps to use."""
+
+
+def _numbered(steps: list[Step]) -> Iterator[tuple[str, Step]]:
+    """Every step with its number as the report gives it (``3``, or ``3.1`` inside together)."""
+    for n, step in enumerate(steps, 1):
+        if isinstance(step.args, TogetherArgs):
+            for m, inner in enumerate(step.args.steps, 1):
+                yield f"{n}.{m}", inner
+        else:
+            yield str(n), step
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -325,7 +491,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise ScenarioError(f"{source}: {where}: {message}") from None
+        raise ScenarioError(f"{source}: {where + ': ' if where else ''}{message}") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -25,6 +25,7 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 import tomllib
@@ -44,9 +45,10 @@ from hardware_sim.escpos.server import EscposTcpPrinter
 from hardware_sim.lockboard import LockBoardBus
 from hardware_sim.mosquitto import mosquitto_path
 from hardware_sim.netlink import NetLink
-from hardware_sim.processes import accepts, free_tcp_port
+from hardware_sim.processes import accepts, reserved_tcp_port
 from hardware_sim.sam import SamEmulator
 from hardware_sim.scanner import Gm65Emulator
+from hardware_sim.smsgw import SmsGatewayEmulator
 from hardware_sim.vsite import data
 from hardware_sim.vsite.procs import ChildProcess
 from kiosk_ui.control import ControlClient
@@ -156,13 +158,14 @@ class VirtualSite:
         self.workdir = Path(workdir).resolve()
         self.options = options or SiteOptions()
         self.logs = self.workdir / "logs"
-        self.http_port = self.options.http_port or free_tcp_port()
+        self.http_port = self.options.http_port or reserved_tcp_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.site: Site | None = None
         self.engine: Engine | None = None
         self.broker: ChildProcess | None = None
         self.server: ChildProcess | None = None
         self.cupsd: CupsTestServer | None = None
+        self.sms = SmsGatewayEmulator()  # started with the site
         self.kiosks: dict[str, SimKiosk] = {}
         self.lockers: dict[str, SimLocker] = {}
         self._stack = contextlib.ExitStack()
@@ -191,7 +194,7 @@ class VirtualSite:
         if self.workdir.exists() and any(self.workdir.iterdir()):
             raise SiteError(f"{self.workdir} is not empty: give a new --workdir")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        tls_port = free_tcp_port()
+        tls_port = reserved_tcp_port()
         progress(f"provisioning the site in {self.workdir / 'site'}")
         site = init_site(
             self.workdir / "site",
@@ -207,6 +210,7 @@ class VirtualSite:
             http_port=self.http_port,
         )
         self.site = site
+        self.sms.start()
         self._tune_server_config(site)
         self.engine = site.engine()
         self._stack.callback(self.engine.dispose)
@@ -235,14 +239,18 @@ class VirtualSite:
         progress(f"starting the server: {self.url}")
         self.server.start(START_TIMEOUT_S)
         self._stack.callback(self.server.stop)
+        progress(f"starting {', '.join(self.ids())}")
+        for device in self.devices():  # all at once, as a site's machines power up
+            device.process.launch()
         for device in self.devices():
-            progress(f"starting {device.id}")
-            device.process.start(START_TIMEOUT_S)
+            device.process.wait_ready(START_TIMEOUT_S)
         self.wait(self.all_online, "every device online at the server", 60)
         progress("all devices online")
 
     def close(self) -> None:
         """Stop the devices, the server and the broker; release the emulators."""
+        for device in self.devices():  # all are told at once; then each is waited for
+            device.process.signal(signal.SIGTERM)
         for device in self.devices():
             with contextlib.suppress(Exception):
                 device.process.stop()
@@ -251,18 +259,23 @@ class VirtualSite:
             with contextlib.suppress(Exception):
                 device.close_emulators()
         self._stack.close()
+        self.sms.close()
         if self.cupsd is not None:
             self.cupsd.stop()
             self.cupsd.remove_pdf_configs()
             self.cupsd = None
 
     # -- provisioning ----------------------------------------------------------------------------
-    @staticmethod
-    def _tune_server_config(site: Site) -> None:
-        """A quicker dispatcher than a real site needs: offers within a second."""
+    def _tune_server_config(self, site: Site) -> None:
+        """A quicker dispatcher than a real site needs (offers within a second), and SMS through
+        the site's emulated gateway, where the people's phones receive them."""
         path = site.server_config_path
         config = tomllib.loads(path.read_text(encoding="utf-8"))
         config["dispatch"] = {"interval_s": 0.5, "ack_timeout_s": 600}
+        config["notify"] = {
+            "sms": "gateway",
+            "sms_gateway": {"url": self.sms.url, "sign": "【邻里】", "timeout_s": 2},
+        }
         path.write_text(tomli_w.dumps(config), encoding="utf-8")
 
     @staticmethod
@@ -377,7 +390,7 @@ class VirtualSite:
                 data.GRID,
                 f"幸福社区{number}号柜",
                 address=f"幸福路8号{number}号门",
-                lat=30.50 + number / 1000,
+                lat=30.50 + number * 0.008,  # about 0.9 km apart along a street
                 lon=114.30,
                 mode="bundle",
                 template=template,
@@ -401,6 +414,9 @@ class VirtualSite:
             known = ", ".join(d.id for d in self.devices()) or "none"
             raise SiteError(f"no device {device_id!r} on this site (devices: {known})")
         return found
+
+    def ids(self) -> list[str]:
+        return [d.id for d in self.devices()]
 
     def kiosk(self, device_id: str) -> SimKiosk:
         if device_id not in self.kiosks:
@@ -505,6 +521,7 @@ _SYNC_TIMINGS: dict[str, Any] = {
     "backoff_min_s": 0.2,
     "backoff_max_s": 2.0,
     "poll_interval_s": 0.2,
+    "documents_interval_s": 5,  # notices and revocations reach devices within seconds
 }
 
 

@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from hardware_sim.vsite.scenario import (
+    ACTIONS,
     FAULTS,
     ScenarioError,
+    Step,
+    TogetherArgs,
     library,
     load_scenario,
     parse_scenario,
@@ -54,17 +57,35 @@ def test_library_scenario_passes(path: Path, tmp_path: Path) -> None:
     assert any(n.startswith("nothing lost from ") for n in names)
 
 
+def _all_steps() -> list[Step]:
+    steps = []
+    for plan in (load_scenario(p) for p in library()):
+        for step in plan.steps:
+            steps.extend(step.args.steps if isinstance(step.args, TogetherArgs) else [step])
+            steps.append(step)
+    return steps
+
+
 def test_the_library_covers_every_flow_and_fault() -> None:
-    plans = [load_scenario(p) for p in library()]
-    actions = {step.action for plan in plans for step in plan.steps}
-    assert {"certificate", "lookup", "deposit", "collect", "process", "return", "pickup",
-            "touch", "scan"} <= actions  # fmt: skip
-    faults = {step.args.kind for plan in plans for step in plan.steps if step.action == "fault"}
+    steps = _all_steps()
+    actions = {step.action for step in steps}
+    assert actions == set(ACTIONS), f"actions no scenario uses: {set(ACTIONS) - actions}"
+    faults = {step.args.kind for step in steps if step.action == "fault"}
     assert faults == set(FAULTS), f"faults no scenario injects: {set(FAULTS) - faults}"
-    hows = {(step.action, step.args.how) for plan in plans for step in plan.steps
+    reads = {step.args.read for step in steps if step.action == "fault"
+             and step.args.kind == "reader_fault"}  # fmt: skip
+    assert reads == {"corrupt", "silent", "garbage", "refused"}
+    hows = {(step.action, step.args.how) for step in steps
             if step.action in ("collect", "return")}  # fmt: skip
     assert hows == {("collect", "online"), ("collect", "offline"), ("return", "online"),
                     ("return", "offline")}  # fmt: skip
+    outcomes = {(step.action, step.args.outcome) for step in steps
+                if step.action in ("apply", "print_application", "pickup")}  # fmt: skip
+    assert outcomes == {("apply", "filed"), ("apply", "refused"),
+                        ("print_application", "printed"), ("print_application", "not_printable"),
+                        ("pickup", "collected"), ("pickup", "refused")}  # fmt: skip
+    decisions = {step.args.decision for step in steps if step.action == "decide"}
+    assert decisions == {"accept", "done", "reject"}
 
 
 FAILING = """
@@ -81,7 +102,9 @@ name: a step that cannot be done
 site: {kiosks: 0, lockers: 1}
 steps:
   - deposit: {locker: locker-1, resident: 0, case: c1}
-  - process: {case: c1}
+  - together:
+      - process: {case: c1}
+      - wait: 0.1
   - pickup: {case: c1}
 """
 
@@ -96,7 +119,9 @@ def test_a_failing_expectation_exits_1_and_names_it(tmp_path: Path) -> None:
 
 
 def test_a_failing_step_exits_1_names_the_step_and_skips_the_rest(tmp_path: Path) -> None:
-    """The worker cannot start processing a case whose documents are still in the locker."""
+    """The worker cannot start processing a case whose documents are still in the locker; the
+    step is a ``together`` whose other part succeeds, and the report names the part that
+    failed."""
     scenario = tmp_path / "step.yaml"
     scenario.write_text(STEP_FAILS, encoding="utf-8")
     done = sim_run(scenario, tmp_path / "site", "--json")
@@ -104,6 +129,7 @@ def test_a_failing_step_exits_1_names_the_step_and_skips_the_rest(tmp_path: Path
     report = json.loads(done.stdout)
     assert [s["status"] for s in report["steps"]] == ["ok", "failed", "not run"]
     assert "HTTP 409" in report["steps"][1]["note"]
+    assert report["steps"][1]["note"].startswith("process (case=c1): ")
     assert report["passed"] is False
 
 
@@ -120,6 +146,28 @@ def test_a_failing_step_exits_1_names_the_step_and_skips_the_rest(tmp_path: Path
             "Extra inputs are not permitted",
         ),
         ("name: x\nsteps: [\n  - {", "not YAML"),
+        ("name: x\nsteps: [{read_notice: {kiosk: kiosk-1, title: t}}]", "'t' was not published"),
+        ("name: x\nsteps: [{decide: {application: a, decision: done}}]", "'a' was not filed"),
+        (
+            "name: x\nsteps: [{apply: {resident: 1, kind: difficulty, application: a}},"
+            " {decide: {application: a, decision: reject}}]",
+            "a rejection needs a reason",
+        ),
+        (
+            "name: x\nsteps: [{deposit: {locker: locker-1, resident: 0, case: c}},"
+            " {pickup: {case: c, code: revoked}}]",
+            "a revoked code is refused",
+        ),
+        ("name: x\nsteps: [{together: [{wait: 1}]}]", "at least 2 items"),
+        (
+            "name: x\nsteps: [{together: [{wait: 1}, {together: [{wait: 1}, {wait: 1}]}]}]",
+            "together steps cannot nest",
+        ),
+        (
+            "name: x\nsteps: [{deposit: {locker: locker-1, resident: 0, case: c}},"
+            " {tasks: {worker: chen, order: [c, d]}}]",
+            "case 'd' was not deposited",
+        ),
         ("name: x\nsteps: []", "at least 1 item"),
     ],
 )
