@@ -4,7 +4,8 @@ The server sends SMS through an HTTP gateway (:mod:`sync_server.notify.sms`, con
 vendor). This emulator is such a gateway on a local port: it accepts the JSON body the default
 ``[notify.sms_gateway]`` template sends (``{"phone": "13800138000", "text": "【邻里】..."}``),
 answers ``{"code": "0", "msg": "ok"}``, and delivers the text to the number's inbox, where the
-virtual site's phones read their verification codes, pickup links and task messages.
+virtual site's phones read their verification codes, pickup links and task messages. A person
+trying the pages in a browser reads a number's inbox at ``GET /sms/inbox/13800000002`` (JSON).
 
 Messages are kept in memory only; they hold what a real SMS holds (codes and links), so the
 emulator logs numbers masked and never the text.
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
 PATH = "/sms/send"
+INBOX = "/sms/inbox/"
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 
 
@@ -64,6 +66,11 @@ class SmsGatewayEmulator:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{PATH}"
+
+    @property
+    def inbox_url(self) -> str:
+        """Where a person reads a number's messages: append the number."""
+        return f"http://127.0.0.1:{self.port}{INBOX}"
 
     def start(self) -> SmsGatewayEmulator:
         self._thread = threading.Thread(
@@ -139,6 +146,14 @@ class SmsGatewayEmulator:
 
 def _handler(gateway: SmsGatewayEmulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            phone = self.path.removeprefix(INBOX)
+            if not self.path.startswith(INBOX) or not _MOBILE.fullmatch(phone):
+                self._answer(HTTPStatus.NOT_FOUND, {"code": "404", "msg": "GET /sms/inbox/NUMBER"})
+                return
+            messages = [{"text": m.text, "at": m.at} for m in gateway.inbox(phone)]
+            self._answer(HTTPStatus.OK, {"phone": phone, "messages": messages})
+
         def do_POST(self) -> None:
             if self.path.split("?", 1)[0] != PATH:
                 self._answer(HTTPStatus.NOT_FOUND, {"code": "404", "msg": "no such path"})
@@ -151,9 +166,9 @@ def _handler(gateway: SmsGatewayEmulator) -> type[BaseHTTPRequestHandler]:
             self._answer(status, answer)
 
         def _answer(self, status: HTTPStatus, answer: dict[str, Any]) -> None:
-            body = json.dumps(answer).encode()
+            body = json.dumps(answer, ensure_ascii=False).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -488,8 +488,10 @@ class VirtualSite:
             "workdir": str(self.workdir),
             "pages": {
                 "resident (locker QR)": [f"{self.url}/l/{d}" for d in self.lockers],
+                "resident (online applications)": f"{self.url}/apply",
                 "worker": f"{self.url}/w",
                 "admin": f"{self.url}/admin",
+                "SMS inbox of a phone (append the number)": self.sms.inbox_url,
             },
             "accounts": {
                 "workers": list(data.WORKERS),

@@ -80,8 +80,9 @@ def test_the_library_covers_every_flow_and_fault() -> None:
     assert hows == {("collect", "online"), ("collect", "offline"), ("return", "online"),
                     ("return", "offline")}  # fmt: skip
     outcomes = {(step.action, step.args.outcome) for step in steps
-                if step.action in ("apply", "print_application", "pickup")}  # fmt: skip
+                if step.action in ("apply", "print_application", "pickup", "collect")}  # fmt: skip
     assert outcomes == {("apply", "filed"), ("apply", "refused"),
+                        ("collect", "collected"), ("collect", "refused"),
                         ("print_application", "printed"), ("print_application", "not_printable"),
                         ("pickup", "collected"), ("pickup", "refused")}  # fmt: skip
     decisions = {step.args.decision for step in steps if step.action == "decide"}

@@ -97,3 +97,12 @@ def test_closing_a_gateway_never_started_returns_at_once() -> None:
     started = time.monotonic()
     gateway.close()
     assert time.monotonic() - started < 1
+
+
+def test_a_person_reads_a_numbers_inbox_over_http(gateway: SmsGatewayEmulator) -> None:
+    httpx.post(gateway.url, json={"phone": "13800000007", "text": "验证码654321"})
+    reply = httpx.get(gateway.inbox_url + "13800000007")
+    assert reply.status_code == 200
+    assert [m["text"] for m in reply.json()["messages"]] == ["验证码654321"]
+    assert httpx.get(gateway.inbox_url + "13800000008").json()["messages"] == []
+    assert httpx.get(gateway.inbox_url + "not-a-number").status_code == 404
