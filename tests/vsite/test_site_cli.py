@@ -3,29 +3,60 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hardware_sim.processes import free_tcp_port
+from tests.kiosk_ui.conftest import HEIGHT, WIDTH, _free_display
 
 pytestmark = pytest.mark.timeout(300)
 LINLI = [sys.executable, "-m", "linli"]
 
 
-def test_site_plays_a_scenario_with_a_live_summary_and_stops(tmp_path: Path) -> None:
+@pytest.fixture
+def display(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A private Xvfb (Mesa's software OpenGL); the environment for a child process to use it,
+    without any Kivy settings this test process may carry."""
+    number = _free_display()
+    xvfb = subprocess.Popen(
+        ["Xvfb", f":{number}", "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            assert xvfb.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.05)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KIVY_")}
+        yield {**env, "DISPLAY": f":{number}", "KIVY_HOME": str(tmp_path / "kivy")}
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+def test_site_plays_a_scenario_with_a_live_summary_and_stops(
+    tmp_path: Path, display: dict[str, str]
+) -> None:
+    """With ``--window`` the kiosk runs Kivy's window on the X server, and the scenario is
+    played through it as through a headless kiosk (`linli sim run` covers headless kiosks)."""
     done = subprocess.run(
         [*LINLI, "sim", "site", "--kiosks", "1", "--lockers", "1", "--scenario",
          "kiosk-certificate", "--duration", "2", "--interval", "0.5", "--http-port", "0",
-         "--workdir", str(tmp_path / "site")],
-        capture_output=True, text=True, timeout=240, check=False,
+         "--window", "--workdir", str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=240, check=False, env=display,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    kiosk_log = (tmp_path / "site" / "logs" / "kiosk-1.log").read_text(errors="replace")
+    assert done.returncode == 0, f"{done.stderr[-3000:]}\n{kiosk_log[-3000:]}"
     described = json.loads(done.stdout)
     assert set(described["devices"]) == {"kiosk-1", "locker-1"}
     assert described["pages"]["worker"].endswith("/w")
@@ -40,6 +71,11 @@ def test_site_plays_a_scenario_with_a_live_summary_and_stops(tmp_path: Path) -> 
             tmp_path / "site" / "devices" / device / "var" / "lib" / "linli" / "store.db"
         ).exists()
         assert (tmp_path / "site" / "logs" / f"{device}.log").exists()
+    # The kiosk ran Kivy's window (not --headless), drew it with OpenGL and stopped cleanly.
+    assert "--headless" not in kiosk_log.splitlines()[0]
+    assert re.search(r"Window[\s\]:]*Provider:", kiosk_log), kiosk_log[-3000:]
+    assert re.search(r"GL[\s\]:]*OpenGL version", kiosk_log), kiosk_log[-3000:]
+    assert "linli kiosk: stopped" in kiosk_log
 
 
 def test_site_refuses_a_used_workdir(tmp_path: Path) -> None:
