@@ -26,8 +26,8 @@ def reserved_tcp_port() -> int:
         low = int(PORT_RANGE.read_text(encoding="ascii").split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    candidates = random.sample(range(10000, max(low, 10001)), min(200, max(low - 10000, 1)))
-    for port in candidates:
+    below = range(10000, low)
+    for port in random.sample(below, min(200, len(below))):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))

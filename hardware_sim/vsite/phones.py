@@ -189,7 +189,7 @@ class WorkerPhone(_StaffBrowser):
         self.retries = 0
 
     def tasks(self) -> str:
-        return _check(self.client.get("/w"), "the task list").text
+        return self._get("/w", "the task list")
 
     def has_task(self, case_id: str) -> bool:
         return f'data-case="{case_id}"' in self.tasks()
@@ -216,7 +216,7 @@ class WorkerPhone(_StaffBrowser):
         press again every second for ``retry_s`` (as a worker standing at the locker would)."""
         deadline = time.monotonic() + retry_s
         while True:
-            page = _check(self.client.get(f"/w/c/{case_id}"), f"case {case_id}").text
+            page = self._get(f"/w/c/{case_id}", f"case {case_id}")
             reply = self.client.post(f"/w/c/{case_id}/{action}", data={"csrf": self._csrf(page)})
             if reply.status_code != 503 or time.monotonic() > deadline:
                 return _check(reply, f"{self.username}: {action} on case {case_id}")
@@ -240,8 +240,8 @@ class WorkerPhone(_StaffBrowser):
     def offline_code(self, case_id: str, kind: str) -> str:
         """The text of the offline QR (``open``: 离线开柜码, ``deposit``: 离线存件码)."""
         path = {"open": "offline-open", "deposit": "deposit-code"}[kind]
-        page = _check(self.client.get(f"/w/c/{case_id}/{path}"), f"{path} of case {case_id}")
-        found = _CODE.search(page.text)
+        page = self._get(f"/w/c/{case_id}/{path}", f"{path} of case {case_id}")
+        found = _CODE.search(page)
         if found is None:
             raise PhoneError(f"no code on the {path} page of case {case_id}")
         return html.unescape(found.group(1))

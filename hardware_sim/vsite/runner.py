@@ -494,14 +494,19 @@ class ScenarioRun:
     def _step_decide(self, args: DecideArgs) -> None:
         application, phone = self.applications[args.application]
         self._office().decide(application.id, args.decision, args.reason)
+        # As sync_server.web.applications_admin.ACTIONS (not imported: it loads the web app).
         status = {"accept": "accepted", "done": "done", "reject": "rejected"}[args.decision]
         if f'data-status="{status}"' not in phone.application_page(application):
             raise StepFailed(f"the resident's page of {application.id} does not show {status}")
 
     # -- the community office --------------------------------------------------------------------
-    def _has_items(self, device_id: str, doc: str, keys: list[str]) -> bool:
+    def _store(self, device_id: str) -> contextlib.closing[sqlite3.Connection]:
+        """The device's store, read-only (as a technician would look at the Pi's disk)."""
         path = self.site.device(device_id).data_dir / STORE_FILE
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as c:
+        return contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5))
+
+    def _has_items(self, device_id: str, doc: str, keys: list[str]) -> bool:
+        with self._store(device_id) as c:
             query = "SELECT 1 FROM doc_items WHERE doc = ? AND key = ?"
             return all(c.execute(query, (doc, key)).fetchone() is not None for key in keys)
 
@@ -697,8 +702,7 @@ class ScenarioRun:
         return ExpectResult("all devices online", ok, detail)
 
     def _outbox_left(self, device_id: str) -> int:
-        path = self.site.device(device_id).data_dir / STORE_FILE
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as c:
+        with self._store(device_id) as c:
             return int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def _outbox_empty(self, device_id: str) -> bool:
