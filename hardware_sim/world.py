@@ -18,7 +18,7 @@ from device.config import DeviceConfig, parse_config
 from hardware_sim.camera import SimCamera
 from hardware_sim.sam import SamEmulator
 from hardware_sim.scanner import Gm65Emulator
-from hardware_sim.vpcd import VirtualCard
+from hardware_sim.vpcd import VPCD_PORT_SLOT0, VirtualCard
 
 
 class World:
@@ -36,6 +36,7 @@ class World:
         kind: Literal["kiosk", "locker"] = "kiosk",
         scanner: Literal["serial", "camera"] = "serial",
         pcsc: bool = False,
+        vpcd_port: int = VPCD_PORT_SLOT0,
         pace: bool = True,
         idcard_baudrate: int = 115200,
     ) -> None:
@@ -49,7 +50,7 @@ class World:
         self.reader = SamEmulator(idcard_baudrate, link=self.workdir / "idcard", pace=pace)
         self.scanner = Gm65Emulator(link=self.workdir / "scanner", pace=pace)
         self.camera = SimCamera()
-        self.card: VirtualCard | None = VirtualCard() if pcsc else None
+        self.card: VirtualCard | None = VirtualCard(port=vpcd_port) if pcsc else None
         self._started = False
 
     def start(self) -> World:

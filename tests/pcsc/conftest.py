@@ -1,14 +1,20 @@
 """A real pcscd with the vpcd driver for the PC/SC tests, and a virtual card plugged into it.
 
-If pcscd already runs (with the vpcd reader), it is used as is; otherwise the session starts
-``pcscd --foreground`` and stops it at the end. A missing pcscd or vpcd driver FAILS the tests with
-what to install: these tests are the only proof the reader works through the real daemon.
+If pcscd already runs (with the vpcd reader), it is used as is, on vpcd's installed port 35963;
+otherwise the session starts ``pcscd --foreground`` and stops it at the end. The session's own pcscd
+reads a private copy of ``/etc/reader.conf.d/vpcd`` with a port below the kernel's ephemeral range:
+35963 lies inside it, so any client socket of an earlier test (a broker or web connection in
+TIME_WAIT) could hold it and pcscd would fail with "Address already in use", as it once did in CI.
+A missing pcscd or vpcd driver FAILS the tests with what to install: these tests are the only proof
+the reader works through the real daemon.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,11 +26,21 @@ from smartcard import scard
 from device.config import PcscSection
 from device.pcsc.profile import CardKind, CardRecord, luhn_check_digit
 from device.pcsc.reader import PcscReader
+from hardware_sim.processes import reserved_tcp_port
 from hardware_sim.vpcd import VPCD_PORT_SLOT0, VirtualCard
 
 READER_SLOT0 = "Virtual PCD 00 00"
 VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
 INSTALL_HINT = "install with: apt-get install pcscd vsmartcard-vpcd (scripts/bootstrap.sh does)"
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
 
 
 def list_readers() -> list[str] | None:
@@ -44,21 +60,43 @@ def list_readers() -> list[str] | None:
 class Pcscd:
     """The pcscd the tests talk to; ``owned`` when this session started it (and may restart it)."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
+    def __init__(self, workdir: Path) -> None:
+        self.log_path = workdir / "pcscd.log"
+        self.config_dir = workdir / "reader.conf.d"
         self.process: subprocess.Popen[bytes] | None = None
         self.owned = False
+        # Slot 0's port, where a VirtualCard connects; slot 1 is the next one.
+        self.port = VPCD_PORT_SLOT0
 
     def start(self) -> None:
         binary = shutil.which("pcscd") or "/usr/sbin/pcscd"
         if not Path(binary).exists():
             pytest.fail(f"pcscd is not installed; {INSTALL_HINT}", pytrace=False)
+        if not self.owned:
+            # Chosen once: a restart (test_pcscd_restart...) keeps the port the card reconnects to.
+            self.port = self._write_config()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [binary, "--foreground", "--error"], stdout=log, stderr=subprocess.STDOUT
+                [binary, "--foreground", "--error", "--config", str(self.config_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.owned = True
         self.wait_for_reader()
+
+    def _write_config(self) -> int:
+        """The installed vpcd entry with its port moved below the ephemeral range."""
+        port = reserved_tcp_port()
+        while not _free(port + 1):
+            port = reserved_tcp_port()
+        text = VPCD_CONF.read_text(encoding="utf-8")
+        text, n = re.subn(r"(?m)^(DEVICENAME\s+\S+?):\S+$", rf"\g<1>:{port}", text)
+        if n != 1:
+            pytest.fail(f"{VPCD_CONF} has no 'DEVICENAME path:port' line to move", pytrace=False)
+        text = re.sub(r"(?m)^CHANNELID\s+\S+$", f"CHANNELID    {port}", text)
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "vpcd").write_text(text, encoding="utf-8")
+        return port
 
     def stop(self) -> None:
         if self.process is not None:
@@ -101,7 +139,7 @@ class Pcscd:
 def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
     if not VPCD_CONF.exists():
         pytest.fail(f"the vpcd driver is not installed ({VPCD_CONF} missing); {INSTALL_HINT}")
-    daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log")
+    daemon = Pcscd(tmp_path_factory.mktemp("pcscd"))
     names = list_readers()
     if names is None:
         daemon.start()
@@ -139,7 +177,7 @@ def reader(pcscd: Pcscd, section: PcscSection) -> Iterator[PcscReader]:
 @pytest.fixture
 def card(pcscd: Pcscd, record: CardRecord) -> Iterator[VirtualCard]:
     """A virtual card (not yet inserted) on slot 0; taken away and seen gone after the test."""
-    virtual = VirtualCard(record, port=VPCD_PORT_SLOT0).start()
+    virtual = VirtualCard(record, port=pcscd.port).start()
     yield virtual
     virtual.close()
     if list_readers() is not None:

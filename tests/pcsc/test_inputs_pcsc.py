@@ -21,7 +21,7 @@ def test_card_insert_and_removal_reach_the_input_listener(
     pcscd: Pcscd, record: CardRecord, tmp_path: Path
 ) -> None:
     events: queue.Queue[InputEvent] = queue.Queue()
-    with World(tmp_path / "site", pcsc=True, pace=False) as world:
+    with World(tmp_path / "site", pcsc=True, vpcd_port=pcscd.port, pace=False) as world:
         assert world.card is not None
         config = world.device_config()
         assert config.pcsc.backend == "pcsc"
