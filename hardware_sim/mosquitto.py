@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.errors import DeviceTimeoutError, DeviceUnavailableError, LinliError
-from hardware_sim.processes import accepts, free_tcp_port, stop_process
+from hardware_sim.processes import accepts, reserved_tcp_port, stop_process
 from provisioning.broker import (
     INSTALL_HINT,
     Credential,
@@ -87,8 +87,8 @@ class MosquittoTestBroker:
         self.site: ProvisionResult = provision_broker(site, devices, server_user=server_user)
         self.credentials: dict[str, Credential] = dict(self.site.created)
         self.server_user = server_user
-        self.tls_port = free_tcp_port()
-        self.plain_port = free_tcp_port() if plain else None
+        self.tls_port = reserved_tcp_port()
+        self.plain_port = reserved_tcp_port() if plain else None
         self.persistence_dir = self.root / "data"
         self.log_file = self.root / "mosquitto.log"
         self.conf = self.root / "mosquitto.conf"

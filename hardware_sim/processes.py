@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Ports reserved_tcp_port gave out in this process: two daemons asked for ports before either binds
+# (a broker's TLS and plain listeners) must not be handed the same one.
+_HANDED_OUT: set[int] = set()
 
 
 def free_tcp_port() -> int:
@@ -20,19 +23,23 @@ def free_tcp_port() -> int:
 
 def reserved_tcp_port() -> int:
     """A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for a daemon that binds
-    it later: no listener bound to port 0 in the meantime (an emulator, a relay) can take it,
-    which :func:`free_tcp_port` cannot promise."""
+    it later: neither a listener bound to port 0 in the meantime (an emulator, a relay) nor a
+    client socket (which may linger in TIME_WAIT) can take it, which :func:`free_tcp_port` cannot
+    promise. A port is handed out once per process."""
     try:
         low = int(PORT_RANGE.read_text(encoding="ascii").split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     below = range(10000, low)
     for port in random.sample(below, min(200, len(below))):
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     return free_tcp_port()
 

@@ -20,7 +20,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from hardware_sim.mosquitto import mosquitto_path
-from hardware_sim.processes import free_tcp_port, stop_process
+from hardware_sim.processes import reserved_tcp_port, stop_process
 from provisioning.site import BrokerSettings, DeviceDefaults, Site, init_site, open_site
 from sync_server.runtime import ServerRuntime
 from sync_server.sitedata import load_site_data
@@ -50,7 +50,7 @@ def make_site(root: Path, *, tls_port: int | None = None, http_port: int = 0) ->
         name="幸福社区",
         broker=BrokerSettings(
             host="localhost",
-            tls_port=tls_port or free_tcp_port(),
+            tls_port=tls_port or reserved_tcp_port(),
             run_as="root" if os.geteuid() == 0 else None,
             persistence_dir=str(root / "mosquitto-data"),
             log_file=str(root / "mosquitto.log"),
@@ -122,7 +122,7 @@ def running_site(tmp_path: Path) -> Iterator[RunningSite]:
     for tool in ("mosquitto", "mosquitto_passwd"):
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             pytest.fail(f"{tool} is not installed (scripts/bootstrap.sh)", pytrace=False)
-    http_port = free_tcp_port()
+    http_port = reserved_tcp_port()
     site = make_site(tmp_path, http_port=http_port)
     broker = _mosquitto(site, tmp_path)
     # The reload command provisioning runs after every change: SIGHUP to this broker.

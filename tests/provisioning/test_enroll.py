@@ -24,7 +24,7 @@ from sqlalchemy import select
 from device.config import DeviceConfig, load_config
 from device.credential import load_signing_key
 from device.enroll import EnrollError, enroll, make_csr
-from hardware_sim.processes import free_tcp_port
+from hardware_sim.processes import free_tcp_port, reserved_tcp_port
 from provisioning.devices import AddResult, DeviceRequest, add_device, install_bundle
 from provisioning.site import Site
 from sync_server import registry
@@ -56,7 +56,7 @@ def server(site: Site) -> Iterator[EnrollServer]:
         site_name=site.settings.name,
         extra={"enrollment_ca": site.enrollment_ca()},
     )
-    port = free_tcp_port()
+    port = reserved_tcp_port()
     uv = uvicorn.Server(
         uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hardware_sim.processes import free_tcp_port
+from hardware_sim.processes import reserved_tcp_port
 from tests.kiosk_ui.conftest import HEIGHT, WIDTH, _free_display
 
 pytestmark = pytest.mark.timeout(300)
@@ -90,7 +90,7 @@ def test_site_refuses_a_used_workdir(tmp_path: Path) -> None:
 
 
 def test_serve_offers_the_lock_board_and_the_printer_on_tcp(tmp_path: Path) -> None:
-    port = free_tcp_port()
+    port = reserved_tcp_port()
     process = subprocess.Popen(
         [*LINLI, "sim", "serve", "--dir", str(tmp_path), "--printer-port", str(port),
          "--locks", "4", "--duration", "30"],

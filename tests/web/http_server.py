@@ -15,13 +15,13 @@ from typing import Any
 
 import uvicorn
 
-from hardware_sim.processes import free_tcp_port
+from hardware_sim.processes import reserved_tcp_port
 
 
 @contextlib.contextmanager
 def served(app: Any, timeout_s: float = 10.0) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 while the block runs; yields the base URL."""
-    port = free_tcp_port()
+    port = reserved_tcp_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from device.credential import generate_signing_key, save_signing_key
 from hardware_sim.mosquitto import MosquittoTestBroker
-from hardware_sim.processes import free_tcp_port
+from hardware_sim.processes import reserved_tcp_port
 from linli.cli import cli
 from sync_server.config import ServerConfigError, load_server_config
 
@@ -111,7 +111,7 @@ def test_run_by_role_as_separate_processes(tmp_path: Path) -> None:
                                    str(tmp_path / "site.toml")]).exit_code == 0  # fmt: skip
         (tmp_path / "pw").write_text(broker.credentials["linli-server"].password, encoding="utf-8")
         save_signing_key(generate_signing_key("srv-1"), tmp_path / "key.pem")
-        port = free_tcp_port()
+        port = reserved_tcp_port()
         (tmp_path / "server.toml").write_text(
             config_text(tmp_path, db, broker.tls_port, broker.ca_cert, port), encoding="utf-8"
         )

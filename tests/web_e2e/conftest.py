@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select
 
 from device.credential import SigningKey, generate_signing_key, save_signing_key
 from hardware_sim.mosquitto import INSTALL_HINT, MosquittoTestBroker
-from hardware_sim.processes import free_tcp_port
+from hardware_sim.processes import reserved_tcp_port
 from sync_server.config import load_server_config
 from sync_server.db import open_database, upgrade
 from sync_server.models import Device
@@ -97,7 +97,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     (tmp_path / "broker-password").write_text(
         broker.credentials[broker.server_user].password, encoding="utf-8"
     )
-    port = free_tcp_port()
+    port = reserved_tcp_port()
     (tmp_path / "server.toml").write_text(
         f"""site_name = "幸福社区服务"
 public_url = "http://127.0.0.1:{port}"
