@@ -2,33 +2,59 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from typing import Any
 
 import click
 
 from device.errors import LinliError
 from device.privacy import install_redaction
-from linli.commands import (
-    a4,
-    bench,
-    certificate,
-    idcard,
-    kiosk,
-    locker,
-    pcsc,
-    provision,
-    records,
-    scan,
-    server,
-    sim,
-    sync,
-    watch,
-)
-from linli.commands import escpos as escpos_commands
+
+# Subcommand name -> "module:attribute". A command's module is imported only when that command
+# runs (or when help lists every command): `linli locker run` on a device then loads the locker's
+# code alone, not the server's, the simulator's or the benchmarks' (about a second at each start).
+COMMANDS = {
+    "idcard": "linli.commands.idcard:idcard",
+    "card": "linli.commands.pcsc:card",
+    "scan": "linli.commands.scan:scan",
+    "sim": "linli.commands.sim:sim",
+    "bench": "linli.commands.bench:bench",
+    "watch": "linli.commands.watch:watch",
+    "a4": "linli.commands.a4:a4",
+    "escpos": "linli.commands.escpos:escpos",
+    "certificate": "linli.commands.certificate:certificate",
+    "provision": "linli.commands.provision:provision",
+    "server": "linli.commands.server:server",
+    "records": "linli.commands.records:records",
+    "sync": "linli.commands.sync:sync",
+    "locker": "linli.commands.locker:locker",
+    "kiosk": "linli.commands.kiosk:kiosk",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose subcommands (``COMMANDS``) are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module_name, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command) or command.name != cmd_name:
+                raise TypeError(f"{self.lazy[cmd_name]} is not the click command {cmd_name!r}")
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="linli")
 def cli(verbose: int) -> None:
@@ -36,23 +62,6 @@ def cli(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_redaction()
-
-
-cli.add_command(idcard.idcard)
-cli.add_command(pcsc.card)
-cli.add_command(scan.scan)
-cli.add_command(sim.sim)
-cli.add_command(bench.bench)
-cli.add_command(watch.watch)
-cli.add_command(a4.a4)
-cli.add_command(escpos_commands.escpos)
-cli.add_command(certificate.certificate)
-cli.add_command(provision.provision)
-cli.add_command(server.server)
-cli.add_command(records.records)
-cli.add_command(sync.sync)
-cli.add_command(locker.locker)
-cli.add_command(kiosk.kiosk)
 
 
 def main() -> None:

@@ -14,8 +14,19 @@ from linli.cli import cli
 ROOT = Path(__file__).resolve().parents[2]
 
 
+CTX = click.Context(cli)
+
+
+def _subcommand(group: click.Group, name: str) -> click.Command:
+    """Through click's lookup, so the top level's lazily imported commands are included."""
+    command = group.get_command(CTX, name)
+    assert command is not None, f"{name} is listed but cannot be loaded"
+    return command
+
+
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in sorted(group.commands.items()):
+    for name in group.list_commands(CTX):
+        command = _subcommand(group, name)
         path = (*prefix, name)
         yield path
         if isinstance(command, click.Group):
@@ -39,7 +50,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     command = cli
     for name in path:
         assert isinstance(command, click.Group)
-        command = command.commands[name]
+        command = _subcommand(command, name)
     assert command.help, f"linli {' '.join(path)} has no help text"
 
 
