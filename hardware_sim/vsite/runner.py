@@ -175,6 +175,7 @@ class ScenarioRun:
         self.notices: dict[str, str] = {}  # title -> key
         self.revoked: dict[str, str] = {}  # case -> the revoked pickup code
         self.notes: list[str] = []
+        self._expect_deadline = 0.0  # set when the expectations are checked
 
     def run(self) -> Report:
         started = time.monotonic()
@@ -666,6 +667,7 @@ class ScenarioRun:
 
     # -- expectations ----------------------------------------------------------------------------
     def _check(self, expect: Expect) -> list[ExpectResult]:
+        self._expect_deadline = time.monotonic() + expect.within_s
         results: list[ExpectResult] = []
         if expect.all_online:
             results.append(self._all_online())
@@ -688,9 +690,13 @@ class ScenarioRun:
             results.append(self._refusals(locker, reasons))
         return results
 
-    def _eventually(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    def _eventually(self, predicate: Callable[[], bool]) -> bool:
+        """Whether ``predicate`` holds by the expectations' deadline (``expect.within_s``)."""
+        left = self._expect_deadline - time.monotonic()
+        if left <= 0:
+            return predicate()
         with contextlib.suppress(SiteError):
-            VirtualSite.wait(predicate, "", timeout_s)
+            VirtualSite.wait(predicate, "", left)
             return True
         return False
 

@@ -416,6 +416,9 @@ class Expect(_Args):
     nothing_lost: bool = True
     # Every device online at the end.
     all_online: bool = True
+    # Seconds, from the end of the last step, in which every expectation must come true (events
+    # and acks may still be on their way); once they are up, each is checked once more as it is.
+    within_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
 
 class SiteSize(_Args):

@@ -96,6 +96,7 @@ steps:
   - deposit: {locker: locker-1, resident: 0, case: c1}
 expect:
   cases: {completed: 1}
+  within_s: 3
 """
 
 STEP_FAILS = """
@@ -170,6 +171,7 @@ def test_a_failing_step_exits_1_names_the_step_and_skips_the_rest(tmp_path: Path
             "case 'd' was not deposited",
         ),
         ("name: x\nsteps: []", "at least 1 item"),
+        ("name: x\nsteps: [{wait: 0}]\nexpect: {within_s: 0}", "greater than 0"),
     ],
 )
 def test_a_wrong_scenario_is_refused_clearly(text: str, message: str) -> None:
