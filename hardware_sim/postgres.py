@@ -4,6 +4,10 @@
 unix socket only (``listen_addresses=''``), so it never touches a system cluster or a TCP port. As
 root it runs as the ``postgres`` user (``initdb`` refuses root). ``create_database(name)`` returns a
 SQLAlchemy URL for ``sync_server.db.make_engine``.
+
+The cluster lives in ``/dev/shm`` (RAM) unless ``memory=False`` or there is none: on this machine's
+disk ``CREATE DATABASE`` took 0.3 s even with ``fsync=off``, against 0.025 s in RAM, and the test
+suite creates a database for every PostgreSQL test.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from hardware_sim.processes import free_tcp_port
 __all__ = ["INSTALL_HINT", "PostgresTestServer", "postgres_bindir"]
 
 log = logging.getLogger(__name__)
+
+SHM = Path("/dev/shm")
 
 INSTALL_HINT = "install with: apt-get install postgresql (scripts/bootstrap.sh)"
 SUPERUSER = "postgres"
@@ -79,9 +85,16 @@ def _alive(pid: int) -> bool:
 class PostgresTestServer:
     """Our own PostgreSQL cluster; ``start()`` after ``stop()``/``kill()`` keeps data and port."""
 
-    def __init__(self, root: Path | None = None, *, fsync: bool = False) -> None:
+    def __init__(
+        self, root: Path | None = None, *, fsync: bool = False, memory: bool = True
+    ) -> None:
+        """``root``: where the cluster lives (default: a new directory in ``/dev/shm`` if
+        ``memory`` and it is writable, else in the temporary directory)."""
         self.bindir = postgres_bindir()
-        self.root = root or Path(tempfile.mkdtemp(prefix="linli-postgres-"))
+        in_memory = memory and SHM.is_dir() and os.access(SHM, os.W_OK)
+        self.root = root or Path(
+            tempfile.mkdtemp(prefix="linli-postgres-", dir=SHM if in_memory else None)
+        )
         self.data_dir = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.log_file = self.root / "postgres.log"
@@ -214,11 +227,13 @@ class PostgresTestServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Fast shutdown (SIGINT): sessions are closed, everything committed stays."""
+    def stop(self, timeout_s: float = 30.0, *, immediate: bool = False) -> None:
+        """Fast shutdown (SIGINT): sessions are closed, everything committed stays, after a
+        shutdown checkpoint. ``immediate`` (SIGQUIT) skips the checkpoint: the next start
+        recovers from the WAL; for a cluster about to be thrown away."""
         if self.process is None:
             return
-        self._signal(signal.SIGINT)
+        self._signal(signal.SIGQUIT if immediate else signal.SIGINT)
         try:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -245,6 +260,8 @@ class PostgresTestServer:
             time.sleep(0.05)
 
     def cleanup(self) -> None:
-        """Stop and remove the cluster's directory."""
-        self.stop()
+        """Stop and remove the cluster's directory. The stop is immediate: a test session's
+        cluster holds hundreds of databases, and the checkpoint of a fast shutdown took 14 s
+        to write what is deleted next."""
+        self.stop(immediate=True)
         shutil.rmtree(self.root, ignore_errors=True)

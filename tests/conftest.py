@@ -3,6 +3,10 @@
 Hypothesis profiles are derandomised in CI so a red run can be reproduced. ``cupsd`` is a private,
 real cupsd (hardware_sim.cups) shared by the A4 and kiosk tests; a missing cupsd FAILS them with
 what to install: they are the only proof the drivers work through the real daemon.
+
+``postgres`` is the one private PostgreSQL of the session, for every directory's server-storage
+tests. It is defined here once: the same fixture function imported into several conftests is a
+separate session fixture in each, and each started (and at the end stopped) a cluster of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from device.atrest import DeviceKey
+from device.errors import DeviceUnavailableError
 from hardware_sim.cups import INSTALL_HINT, CupsTestServer, SimQueue
+from hardware_sim.postgres import PostgresTestServer
 
 settings.register_profile(
     "dev", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -29,6 +35,25 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresTestServer]:
+    """A missing PostgreSQL FAILS the PostgreSQL half of the storage tests with what to install."""
+    from sync_server.db import upgrade
+    from tests.server.conftest import TEMPLATE
+
+    try:
+        server = PostgresTestServer()
+    except DeviceUnavailableError as err:
+        pytest.fail(f"{err}", pytrace=False)
+    try:
+        server.start()
+        # A migrated template: CREATE DATABASE ... TEMPLATE copies it in milliseconds.
+        upgrade(server.create_database(TEMPLATE))
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from sync_server.web.app import create_app
 from sync_server.web.context import WebContext
 from tests.cases.conftest import NOW, site  # noqa: F401
 from tests.records.conftest import make_id
-from tests.server.conftest import backend, engine, migrated_url, postgres  # noqa: F401
+from tests.server.conftest import backend, engine, migrated_url  # noqa: F401
 from tests.web.conftest import RecordingSender
 
 WANG = make_id("19450312", 1)  # 王伟, head of household H1 in c1

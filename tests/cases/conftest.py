@@ -9,7 +9,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import Engine
 
 from sync_server.sitedata import load_site_data
-from tests.server.conftest import backend, engine, migrated_url, postgres  # noqa: F401
+from tests.server.conftest import backend, engine, migrated_url  # noqa: F401
 
 NOW = 1_800_000_000.0
 

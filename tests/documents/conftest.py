@@ -7,7 +7,6 @@ tests/server). End-to-end tests use the real Mosquitto, the real server consumer
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ from device.store import Store, open_store
 from device.sync import SyncAgent
 from device.sync.documents import DocumentSync
 from hardware_sim.mosquitto import MosquittoTestBroker
-from hardware_sim.postgres import PostgresTestServer
 from sync_server.consumer import Consumer
 from sync_server.db import make_engine, upgrade
 from sync_server.documents import DocumentServer
@@ -38,10 +36,8 @@ broker = e2e.broker
 db_url = e2e.db_url
 engine = e2e.engine
 make_consumer = e2e.make_consumer
-postgres = server_fixtures.postgres
 TEMPLATE = server_fixtures.TEMPLATE
 
-_names = itertools.count(1)
 
 ID_NUMBERS = ("11010519491231002X", "310115195003021234", "440304198807120011")
 COMMUNITIES = ("C01", "C02")
@@ -101,8 +97,7 @@ def server_engine(
         url = f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
         upgrade(url)
     else:
-        server: PostgresTestServer = request.getfixturevalue("postgres")
-        url = server.create_database(f"docs{next(_names)}", template=TEMPLATE)
+        url = server_fixtures.new_database(request, "docs", TEMPLATE)
     eng = make_engine(url)
     yield eng
     eng.dispose()

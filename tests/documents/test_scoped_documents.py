@@ -5,7 +5,6 @@ request handler's choice of history (service points), and the 0003 migration bot
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, inspect
 
 from device.protocol import DocumentSnapshot, SyncRequest, parse_sync
-from hardware_sim.postgres import PostgresTestServer
 from sync_server.db import downgrade, make_engine, upgrade
 from sync_server.documents import (
     DocumentChangedError,
@@ -30,12 +28,12 @@ from sync_server.documents import (
     scopes,
     snapshot,
 )
+from tests.server.conftest import new_database
 
 from .conftest import ID_NUMBERS, add_areas, register, resident, revoke
 
 A, B = "C01", "C02"
 A_IDS, B_IDS = ID_NUMBERS[:2], ID_NUMBERS[2:]
-_names = itertools.count(1)
 
 
 def ask(engine: Engine, scope: str, version: int, **kw: Any) -> list[Any]:
@@ -236,8 +234,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     """A new database with no schema at all."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
-    server: PostgresTestServer = request.getfixturevalue("postgres")
-    return server.create_database(f"scope{next(_names)}")
+    return new_database(request, "scope")
 
 
 @pytest.fixture

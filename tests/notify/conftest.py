@@ -22,7 +22,6 @@ import pytest
 from tests.server import conftest as server_fixtures
 
 # The server storage fixtures: every service test runs on SQLite and a private PostgreSQL.
-postgres = server_fixtures.postgres
 backend = server_fixtures.backend
 migrated_url = server_fixtures.migrated_url
 engine = server_fixtures.engine

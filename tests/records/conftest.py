@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,7 @@ from sync_server.domain_models import Area
 from sync_server.records import RecordMapping, load_mapping
 from tests.server import conftest as server_fixtures
 
-postgres = server_fixtures.postgres
 TEMPLATE = server_fixtures.TEMPLATE
-_names = itertools.count(1)
 
 EXAMPLE_MAPPING = Path(__file__).parents[2] / "sync_server" / "records_mapping.example.toml"
 TODAY = dt.date(2026, 6, 15)
@@ -140,8 +137,7 @@ def migrated_url(
         url = f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
         upgrade(url)
     else:
-        server = request.getfixturevalue("postgres")
-        url = server.create_database(f"r{next(_names)}", template=TEMPLATE)
+        url = server_fixtures.new_database(request, "r", TEMPLATE)
     engine = make_engine(url)
     try:
         with engine.begin() as conn:

@@ -1,7 +1,8 @@
 """Every server storage test runs on SQLite and on a private, real PostgreSQL (hardware_sim).
 
 A missing PostgreSQL FAILS the PostgreSQL half with what to install: the same tests on both
-databases are the point (DESIGN.md section 4). Each test gets a database of its own.
+databases are the point (DESIGN.md section 4). Each test gets a database of its own, in the
+session's one cluster (``postgres``, tests/conftest.py), copied from the migrated ``TEMPLATE``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from device.errors import DeviceUnavailableError
 from hardware_sim.postgres import PostgresTestServer
 from sync_server.db import make_engine, upgrade
 
@@ -20,19 +20,14 @@ _names = itertools.count(1)
 TEMPLATE = "linli_migrated"
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresTestServer]:
-    try:
-        server = PostgresTestServer()
-    except DeviceUnavailableError as err:
-        pytest.fail(f"{err}", pytrace=False)
-    try:
-        server.start()
-        # A migrated template: CREATE DATABASE ... TEMPLATE copies it in milliseconds.
-        upgrade(server.create_database(TEMPLATE))
-        yield server
-    finally:
-        server.cleanup()
+def new_database(request: pytest.FixtureRequest, prefix: str, template: str | None = None) -> str:
+    """A new database in the session's cluster, dropped when the requesting fixture ends (the
+    cluster is in RAM, and a run creates hundreds)."""
+    server: PostgresTestServer = request.getfixturevalue("postgres")
+    name = f"{prefix}{next(_names)}"
+    url = server.create_database(name, template=template)
+    request.addfinalizer(lambda: server.drop_database(name))
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,8 +42,7 @@ def db_url(
     """A new, empty database on the test's backend."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
-    server: PostgresTestServer = request.getfixturevalue("postgres")
-    return server.create_database(f"t{next(_names)}")
+    return new_database(request, "t")
 
 
 @pytest.fixture
@@ -60,8 +54,7 @@ def migrated_url(
         url = f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
         upgrade(url)
         return url
-    server: PostgresTestServer = request.getfixturevalue("postgres")
-    return server.create_database(f"t{next(_names)}", template=TEMPLATE)
+    return new_database(request, "t", TEMPLATE)
 
 
 @pytest.fixture

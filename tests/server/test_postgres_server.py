@@ -1,7 +1,9 @@
-"""The tests' private PostgreSQL: socket only, survives restarts and crashes, clear if missing."""
+"""The tests' private PostgreSQL: socket only, survives restarts, crashes and immediate stops,
+clear if missing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,21 @@ def test_listens_on_its_socket_only(postgres: PostgresTestServer) -> None:
     assert list(postgres.socket_dir.glob(".s.PGSQL.*"))
 
 
+def test_the_session_cluster_lives_in_memory_and_a_disk_one_does_not(
+    postgres: PostgresTestServer,
+) -> None:
+    if not os.access(pg.SHM, os.W_OK):
+        pytest.skip(f"{pg.SHM} is not writable here: the cluster is on disk")
+    assert postgres.root.parent == pg.SHM
+    on_disk = PostgresTestServer(memory=False)
+    try:
+        assert not on_disk.root.is_relative_to(pg.SHM)
+    finally:
+        on_disk.cleanup()
+
+
 def test_committed_events_survive_a_crash_and_a_restart() -> None:
-    server = PostgresTestServer(fsync=True)
+    server = PostgresTestServer(fsync=True, memory=False)  # on disk, where fsync means something
     try:
         server.start()
         url = server.create_database("crash")
@@ -44,6 +59,12 @@ def test_committed_events_survive_a_crash_and_a_restart() -> None:
         server.start()
         engine = make_engine(url)
         assert store_batch(engine, batch("kiosk-01", range(51, 53))) == 52
+        engine.dispose()
+        server.stop(immediate=True)  # no shutdown checkpoint: recovered from the WAL
+        assert server.process is None and not server.running
+        server.start()
+        engine = make_engine(url)
+        assert acked_seq(engine, "kiosk-01") == 52
         engine.dispose()
     finally:
         server.cleanup()

@@ -13,7 +13,7 @@ from device.credential import SigningKey, generate_signing_key
 from sync_server.web.app import create_app
 from sync_server.web.context import WebContext
 from tests.cases.conftest import NOW, site  # noqa: F401
-from tests.server.conftest import backend, engine, migrated_url, postgres  # noqa: F401
+from tests.server.conftest import backend, engine, migrated_url  # noqa: F401
 
 
 class RecordingSender:

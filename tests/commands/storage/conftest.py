@@ -3,6 +3,6 @@ tests/server (its fixtures, reused here, say why and what a missing PostgreSQL d
 
 from __future__ import annotations
 
-from tests.server.conftest import backend, db_url, engine, migrated_url, postgres
+from tests.server.conftest import backend, db_url, engine, migrated_url
 
-__all__ = ["backend", "db_url", "engine", "migrated_url", "postgres"]
+__all__ = ["backend", "db_url", "engine", "migrated_url"]
