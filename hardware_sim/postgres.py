@@ -33,7 +33,7 @@ __all__ = ["INSTALL_HINT", "PostgresTestServer", "postgres_bindir"]
 
 log = logging.getLogger(__name__)
 
-SHM = Path("/dev/shm")
+SHM = Path("/dev/shm")  # noqa: S108 -- only a parent for mkdtemp, which makes a private 0700 dir
 
 INSTALL_HINT = "install with: apt-get install postgresql (scripts/bootstrap.sh)"
 SUPERUSER = "postgres"
