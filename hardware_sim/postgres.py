@@ -260,8 +260,7 @@ class PostgresTestServer:
             time.sleep(0.05)
 
     def cleanup(self) -> None:
-        """Stop and remove the cluster's directory. The stop is immediate: a test session's
-        cluster holds hundreds of databases, and the checkpoint of a fast shutdown took 14 s
-        to write what is deleted next."""
+        """Stop and remove the cluster's directory. The stop is immediate: a shutdown checkpoint
+        would only write out what is deleted next."""
         self.stop(immediate=True)
         shutil.rmtree(self.root, ignore_errors=True)
