@@ -32,16 +32,20 @@ def reserved_tcp_port() -> int:
         low = 32768
     below = range(10000, low)
     for port in random.sample(below, min(200, len(below))):
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if port not in _HANDED_OUT and port_is_free(port):
             _HANDED_OUT.add(port)
             return port
     return free_tcp_port()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a TCP socket could bind ``host``:``port`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def accepts(port: int, timeout_s: float = 0.2) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,21 +25,12 @@ from smartcard import scard
 from device.config import PcscSection
 from device.pcsc.profile import CardKind, CardRecord, luhn_check_digit
 from device.pcsc.reader import PcscReader
-from hardware_sim.processes import reserved_tcp_port
+from hardware_sim.processes import port_is_free, reserved_tcp_port
 from hardware_sim.vpcd import VPCD_PORT_SLOT0, VirtualCard
 
 READER_SLOT0 = "Virtual PCD 00 00"
 VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
 INSTALL_HINT = "install with: apt-get install pcscd vsmartcard-vpcd (scripts/bootstrap.sh does)"
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-        return True
 
 
 def list_readers() -> list[str] | None:
@@ -87,7 +77,7 @@ class Pcscd:
     def _write_config(self) -> int:
         """The installed vpcd entry with its port moved below the ephemeral range."""
         port = reserved_tcp_port()
-        while not _free(port + 1):
+        while not port_is_free(port + 1, host="0.0.0.0"):  # slot 1; pcscd binds all addresses
             port = reserved_tcp_port()
         text = VPCD_CONF.read_text(encoding="utf-8")
         text, n = re.subn(r"(?m)^(DEVICENAME\s+\S+?):\S+$", rf"\g<1>:{port}", text)
